@@ -1,0 +1,220 @@
+//! The Burn backend that `detector` and `trainer` run on, chosen once at build time, and a
+//! self-check that proves a build computes correctly on the machine it runs on.
+//!
+//! * default build: [`burn::backend::NdArray`] on the CPU;
+//! * `--features cuda`: [`burn::backend::Cuda`] (burn 0.21 compiles its kernels with NVRTC at run
+//!   time, so the build needs no CUDA toolkit; the GPU host needs the driver and libnvrtc).
+//!
+//! Model code stays generic over `B: Backend`; only binaries name [`Compute`] or [`Train`].
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use burn::backend::Autodiff;
+use burn::tensor::Device;
+use burn::tensor::{Tensor, TensorData};
+
+/// The backend used for inference (no gradients).
+#[cfg(not(feature = "cuda"))]
+pub type Compute = burn::backend::NdArray<f32>;
+/// The backend used for inference (no gradients).
+#[cfg(feature = "cuda")]
+pub type Compute = burn::backend::Cuda<f32, i32>;
+
+/// The backend used for training: [`Compute`] with automatic differentiation.
+pub type Train = Autodiff<Compute>;
+
+/// Human-readable name of the compiled-in backend.
+pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
+    "cuda (burn-cuda 0.21, f32)"
+} else {
+    "ndarray (CPU, f32)"
+};
+
+/// The device every stage uses: the first GPU with `cuda`, the CPU otherwise.
+pub fn default_device() -> Device<Compute> {
+    Default::default()
+}
+
+/// The outcome of [`self_check`].
+#[derive(Debug, Clone)]
+pub struct SelfCheck {
+    /// [`BACKEND_NAME`].
+    pub backend: &'static str,
+    /// The device, as Burn prints it.
+    pub device: String,
+    /// Side of the square matrices multiplied.
+    pub size: usize,
+    /// Largest absolute difference between the device's matmul and a float64 host matmul.
+    pub matmul_max_error: f64,
+    /// Largest absolute difference between the autodiff gradient of `sum(x^2 · w)` and `2x·w`.
+    pub gradient_max_error: f64,
+    /// Seconds of the first matmul, including any kernel compilation and autotuning.
+    pub first_call_s: f64,
+    /// Seconds of the same matmul once warm.
+    pub warm_call_s: f64,
+}
+
+impl SelfCheck {
+    /// Tolerance for both errors: float32 accumulation over `size` terms of values in [-1, 1].
+    pub fn tolerance(&self) -> f64 {
+        1e-5 * self.size as f64
+    }
+
+    /// Whether both results are within [`SelfCheck::tolerance`].
+    pub fn passed(&self) -> bool {
+        self.matmul_max_error <= self.tolerance() && self.gradient_max_error <= self.tolerance()
+    }
+}
+
+/// Deterministic values in [-1, 1) from a 64-bit LCG, so the check needs no RNG state.
+fn pseudo_random(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Multiplies two `size`×`size` matrices on the device and differentiates a small expression
+/// through [`Train`], comparing both against host arithmetic.
+pub fn self_check(size: usize) -> SelfCheck {
+    let device = default_device();
+    let (a, b) = (pseudo_random(size * size, 1), pseudo_random(size * size, 2));
+    let expected: Vec<f64> = (0..size * size)
+        .map(|ij| {
+            let (i, j) = (ij / size, ij % size);
+            (0..size)
+                .map(|k| a[i * size + k] as f64 * b[k * size + j] as f64)
+                .sum()
+        })
+        .collect();
+    let upload = |values: &[f32]| {
+        Tensor::<Compute, 2>::from_data(TensorData::new(values.to_vec(), [size, size]), &device)
+    };
+    let matmul = || -> Vec<f32> {
+        upload(&a)
+            .matmul(upload(&b))
+            .into_data()
+            .to_vec()
+            .expect("float32 tensor")
+    };
+    let start = Instant::now();
+    let first = matmul();
+    let first_call_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    let warm = matmul();
+    let warm_call_s = start.elapsed().as_secs_f64();
+
+    let x = Tensor::<Train, 2>::from_data(TensorData::new(a.clone(), [size, size]), &device)
+        .require_grad();
+    let w = Tensor::<Train, 2>::from_data(TensorData::new(b.clone(), [size, size]), &device);
+    let loss = (x.clone() * x.clone() * w).sum();
+    let gradients = loss.backward();
+    let gradient: Vec<f32> = x
+        .grad(&gradients)
+        .expect("x requires a gradient")
+        .into_data()
+        .to_vec()
+        .expect("float32 tensor");
+    let expected_gradient: Vec<f64> = a
+        .iter()
+        .zip(&b)
+        .map(|(&x, &w)| 2.0 * x as f64 * w as f64)
+        .collect();
+
+    SelfCheck {
+        backend: BACKEND_NAME,
+        device: format!("{device:?}"),
+        size,
+        matmul_max_error: max_abs_diff(&first, &expected).max(max_abs_diff(&warm, &expected)),
+        gradient_max_error: max_abs_diff(&gradient, &expected_gradient),
+        first_call_s,
+        warm_call_s,
+    }
+}
+
+impl std::fmt::Display for SelfCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verdict = if self.passed() { "ok" } else { "FAILED" };
+        writeln!(f, "backend            {}", self.backend)?;
+        writeln!(f, "device             {}", self.device)?;
+        writeln!(
+            f,
+            "matmul {0}x{0}      max error {1:.2e} (tolerance {2:.1e})",
+            self.size,
+            self.matmul_max_error,
+            self.tolerance()
+        )?;
+        writeln!(
+            f,
+            "autodiff gradient  max error {:.2e}",
+            self.gradient_max_error
+        )?;
+        writeln!(
+            f,
+            "first call         {:.3} s (includes kernel compilation on GPUs)",
+            self.first_call_s
+        )?;
+        writeln!(f, "warm call          {:.4} s", self.warm_call_s)?;
+        write!(f, "self-check         {verdict}")
+    }
+}
+
+/// Flags of the `doctor` subcommand that every GPU-capable binary offers.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Side of the square matrices multiplied in the check.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    pub size: u16,
+}
+
+/// Runs `doctor`: prints the [`self_check`] report; fails when a result is off.
+pub fn doctor(args: &DoctorArgs) -> ExitCode {
+    let check = self_check(usize::from(args.size));
+    println!("{check}");
+    if check.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudo_random_values_are_spread_over_minus_one_to_one() {
+        let v = pseudo_random(10_000, 7);
+        assert!(v.iter().all(|x| (-1.0..1.0).contains(x)));
+        let mean = v.iter().sum::<f32>() / v.len() as f32;
+        assert!(mean.abs() < 0.05, "mean {mean}");
+        assert!(v.iter().any(|&x| x < -0.9) && v.iter().any(|&x| x > 0.9));
+    }
+
+    #[test]
+    fn self_check_passes_on_the_compiled_backend() {
+        let check = self_check(48);
+        assert!(check.passed(), "{check:?}");
+        assert!(check.matmul_max_error < 1e-3);
+    }
+
+    #[test]
+    fn max_abs_diff_finds_the_largest_gap() {
+        assert_eq!(max_abs_diff(&[1.0, 2.0, 3.0], &[1.0, 2.5, 2.0]), 1.0);
+    }
+}
