@@ -45,7 +45,8 @@ pub struct SelfCheck {
     pub device: String,
     /// Side of the square matrices multiplied.
     pub size: usize,
-    /// Largest absolute difference between the device's matmul and a float64 host matmul.
+    /// Largest absolute difference between the device's matmul and a float64 host matmul, over
+    /// every entry (size <= 256) or an even sample of 65,536 entries.
     pub matmul_max_error: f64,
     /// Largest absolute difference between the autodiff gradient of `sum(x^2 · w)` and `2x·w`.
     pub gradient_max_error: f64,
@@ -56,9 +57,16 @@ pub struct SelfCheck {
 }
 
 impl SelfCheck {
-    /// Tolerance for both errors: float32 accumulation over `size` terms of values in [-1, 1].
+    /// Tolerance for both errors. On the CPU, float32 accumulation over `size` terms of values in
+    /// [-1, 1] stays far below `1e-5 * size`. On CUDA, burn's float32 matmul may run on tensor
+    /// cores in TF32 (10-bit mantissa): measured on an H100, 6.1e-3 at size 256, so the bound is
+    /// `2e-3 * sqrt(size)`, still hundreds of times below the error of a broken kernel (~sqrt(size)/3).
     pub fn tolerance(&self) -> f64 {
-        1e-5 * self.size as f64
+        if cfg!(feature = "cuda") {
+            2e-3 * (self.size as f64).sqrt()
+        } else {
+            1e-5 * self.size as f64
+        }
     }
 
     /// Whether both results are within [`SelfCheck::tolerance`].
@@ -94,14 +102,20 @@ fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
 pub fn self_check(size: usize) -> SelfCheck {
     let device = default_device();
     let (a, b) = (pseudo_random(size * size, 1), pseudo_random(size * size, 2));
-    let expected: Vec<f64> = (0..size * size)
-        .map(|ij| {
+    // The host reference costs `size` multiply-adds per entry: check every entry of small
+    // matrices and an even sample of at most 65,536 entries of large ones.
+    let stride = (size * size).div_ceil(65_536);
+    let checked: Vec<usize> = (0..size * size).step_by(stride).collect();
+    let expected: Vec<f64> = checked
+        .iter()
+        .map(|&ij| {
             let (i, j) = (ij / size, ij % size);
             (0..size)
                 .map(|k| a[i * size + k] as f64 * b[k * size + j] as f64)
                 .sum()
         })
         .collect();
+    let sampled = |full: Vec<f32>| -> Vec<f32> { checked.iter().map(|&ij| full[ij]).collect() };
     let upload = |values: &[f32]| {
         Tensor::<Compute, 2>::from_data(TensorData::new(values.to_vec(), [size, size]), &device)
     };
@@ -140,7 +154,8 @@ pub fn self_check(size: usize) -> SelfCheck {
         backend: BACKEND_NAME,
         device: format!("{device:?}"),
         size,
-        matmul_max_error: max_abs_diff(&first, &expected).max(max_abs_diff(&warm, &expected)),
+        matmul_max_error: max_abs_diff(&sampled(first), &expected)
+            .max(max_abs_diff(&sampled(warm), &expected)),
         gradient_max_error: max_abs_diff(&gradient, &expected_gradient),
         first_call_s,
         warm_call_s,

@@ -50,7 +50,7 @@ fn file_with(id: SchemaId, batch: &RecordBatch) -> Bytes {
         id,
         &batch.schema(),
         &WriteOptions::default(),
-        &[batch.clone()],
+        std::slice::from_ref(batch),
     );
     Bytes::from(out.unwrap())
 }
