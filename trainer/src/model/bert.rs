@@ -1,0 +1,243 @@
+//! The BERT encoder (post-LayerNorm, GELU) and BERT's text embeddings, laid out like
+//! HuggingFace's `BertModel` so its checkpoints load one tensor per parameter ([`super::hf`]).
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
+    LinearConfig,
+};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use super::config::EncoderConfig;
+
+/// Additive attention bias for keys that must not be attended (padding), as in BERT.
+const MASKED_BIAS: f32 = -10_000.0;
+
+/// Word + position + segment embeddings, then LayerNorm and dropout.
+#[derive(Module, Debug)]
+pub struct TextEmbeddings<B: Backend> {
+    /// WordPiece embedding table `[vocab, hidden]`; the MLM head shares it.
+    pub word: Embedding<B>,
+    /// Position table `[max_positions, hidden]`.
+    pub position: Embedding<B>,
+    /// Segment table `[type_vocab, hidden]`: 0 text, 1 image.
+    pub segment: Embedding<B>,
+    /// LayerNorm over the summed embeddings.
+    pub norm: LayerNorm<B>,
+    /// Dropout after the LayerNorm.
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> TextEmbeddings<B> {
+    /// Randomly initialised embeddings of the given shape.
+    pub fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        Self {
+            word: EmbeddingConfig::new(config.vocab_size, h).init(device),
+            position: EmbeddingConfig::new(config.max_position_embeddings, h).init(device),
+            segment: EmbeddingConfig::new(config.type_vocab_size, h).init(device),
+            norm: LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+        }
+    }
+
+    /// Sum of the three embeddings, `[batch, seq, hidden]`, before LayerNorm (the image side
+    /// adds its own terms before [`TextEmbeddings::finish`]).
+    pub fn sum(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        positions: Tensor<B, 2, Int>,
+        segments: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        self.word.forward(ids) + self.position.forward(positions) + self.segment.forward(segments)
+    }
+
+    /// LayerNorm and dropout over summed embeddings.
+    pub fn finish(&self, summed: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.dropout.forward(self.norm.forward(summed))
+    }
+}
+
+/// Multi-head self-attention with its output projection, residual and LayerNorm.
+#[derive(Module, Debug)]
+pub struct SelfAttention<B: Backend> {
+    /// Query projection.
+    pub query: Linear<B>,
+    /// Key projection.
+    pub key: Linear<B>,
+    /// Value projection.
+    pub value: Linear<B>,
+    /// Output projection.
+    pub output: Linear<B>,
+    /// LayerNorm after the residual.
+    pub norm: LayerNorm<B>,
+    /// Dropout on attention probabilities and on the output.
+    pub dropout: Dropout,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+impl<B: Backend> SelfAttention<B> {
+    fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        let h = config.hidden_size;
+        let linear = || LinearConfig::new(h, h).init(device);
+        Self {
+            query: linear(),
+            key: linear(),
+            value: linear(),
+            output: linear(),
+            norm: LayerNormConfig::new(h)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            num_heads: config.num_heads,
+        }
+    }
+
+    /// `x`: `[batch, seq, hidden]`; `bias`: `[batch, 1, 1, seq]` additive key mask.
+    fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let [batch, seq, hidden] = x.dims();
+        let head = hidden / self.num_heads;
+        let split = |t: Tensor<B, 3>| {
+            t.reshape([batch, seq, self.num_heads, head])
+                .swap_dims(1, 2)
+        };
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x.clone()));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        let context = probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden]);
+        let out = self.dropout.forward(self.output.forward(context));
+        self.norm.forward(out + x)
+    }
+}
+
+/// One transformer layer: self-attention, then the GELU feed-forward with residual + LayerNorm.
+#[derive(Module, Debug)]
+pub struct EncoderLayer<B: Backend> {
+    /// The attention block.
+    pub attention: SelfAttention<B>,
+    /// Feed-forward expansion (`hidden -> intermediate`).
+    pub intermediate: Linear<B>,
+    /// Feed-forward projection (`intermediate -> hidden`).
+    pub output: Linear<B>,
+    /// LayerNorm after the feed-forward residual.
+    pub norm: LayerNorm<B>,
+    /// Dropout on the feed-forward output.
+    pub dropout: Dropout,
+}
+
+impl<B: Backend> EncoderLayer<B> {
+    fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        Self {
+            attention: SelfAttention::init(config, device),
+            intermediate: LinearConfig::new(config.hidden_size, config.intermediate_size)
+                .init(device),
+            output: LinearConfig::new(config.intermediate_size, config.hidden_size).init(device),
+            norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+        let x = self.attention.forward(x, bias);
+        let ff = self
+            .output
+            .forward(gelu(self.intermediate.forward(x.clone())));
+        self.norm.forward(self.dropout.forward(ff) + x)
+    }
+}
+
+/// The stack of transformer layers.
+#[derive(Module, Debug)]
+pub struct Encoder<B: Backend> {
+    /// Layers, bottom first.
+    pub layers: Vec<EncoderLayer<B>>,
+}
+
+impl<B: Backend> Encoder<B> {
+    /// Randomly initialised encoder of the given shape.
+    pub fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        Self {
+            layers: (0..config.num_layers)
+                .map(|_| EncoderLayer::init(config, device))
+                .collect(),
+        }
+    }
+
+    /// Runs every layer; `mask` is `[batch, seq]`, 1 for real tokens and 0 for padding.
+    /// Returns the input followed by each layer's output (HuggingFace's `hidden_states`).
+    pub fn forward_all(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Vec<Tensor<B, 3>> {
+        let bias = attention_bias(mask);
+        let mut states = Vec::with_capacity(self.layers.len() + 1);
+        let mut x = x;
+        for layer in &self.layers {
+            states.push(x.clone());
+            x = layer.forward(x, bias.clone());
+        }
+        states.push(x);
+        states
+    }
+
+    /// Runs every layer and returns the last output.
+    pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
+        let bias = attention_bias(mask);
+        self.layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, bias.clone()))
+    }
+}
+
+/// `[batch, seq]` 1/0 mask -> `[batch, 1, 1, seq]` additive bias (0 or [`MASKED_BIAS`]).
+fn attention_bias<B: Backend>(mask: Tensor<B, 2>) -> Tensor<B, 4> {
+    let [batch, seq] = mask.dims();
+    ((mask.neg() + 1.0) * MASKED_BIAS).reshape([batch, 1, 1, seq])
+}
+
+/// BERT as a text encoder: embeddings + encoder (HuggingFace `BertModel` without the pooler).
+#[derive(Module, Debug)]
+pub struct TextEncoder<B: Backend> {
+    /// Text embeddings.
+    pub embeddings: TextEmbeddings<B>,
+    /// Transformer layers.
+    pub encoder: Encoder<B>,
+}
+
+impl<B: Backend> TextEncoder<B> {
+    /// Randomly initialised model of the given shape.
+    pub fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        Self {
+            embeddings: TextEmbeddings::init(config, device),
+            encoder: Encoder::init(config, device),
+        }
+    }
+
+    /// Text-only forward: `ids`, `segments` and `mask` are `[batch, seq]`; positions are
+    /// 0, 1, 2, ... Returns the embedding output and every layer's output.
+    pub fn hidden_states(
+        &self,
+        ids: Tensor<B, 2, Int>,
+        segments: Tensor<B, 2, Int>,
+        mask: Tensor<B, 2>,
+    ) -> Vec<Tensor<B, 3>> {
+        let [batch, seq] = ids.dims();
+        let device = ids.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..seq as i64, &device)
+            .reshape([1, seq])
+            .repeat_dim(0, batch);
+        let x = self
+            .embeddings
+            .finish(self.embeddings.sum(ids, positions, segments));
+        self.encoder.forward_all(x, mask)
+    }
+}
