@@ -4,5 +4,8 @@
 //! loading ([`model`]). `trainer run`, `finetune` and `eval` are listed as not built yet in the
 //! README.
 
+pub mod batch;
+pub mod losses;
 pub mod model;
+pub mod objectives;
 pub mod tokenizer;

@@ -124,3 +124,52 @@ fn wordpiece_ids_match_huggingface_on_real_alt_texts_and_hard_cases() {
         mismatches.join("\n")
     );
 }
+
+#[test]
+fn imagebert_initialised_from_minilm_keeps_the_text_encoder_and_masked_regions_do_not_leak() {
+    use trainer::model::imagebert::{ImageBert, ImageBertConfig, ImageBertInput};
+
+    let bytes = std::fs::read(golden("minilm_hidden.safetensors")).unwrap();
+    let reference = SafeTensors::deserialize(&bytes).unwrap();
+    let device = Default::default();
+    let config = ImageBertConfig {
+        encoder: EncoderConfig::mini(),
+        region_feature_dim: 16,
+        num_object_classes: 80,
+    };
+    let model = ImageBert::<Compute>::init(&config, &device);
+    let (model, loaded) = HfCheckpoint::open(&minilm("model.safetensors"))
+        .unwrap()
+        .load_imagebert(model, &device)
+        .unwrap();
+    // all-MiniLM-L6-v2 ships a pooler but no MLM head.
+    assert_eq!(loaded, ["embeddings", "encoder", "pooler"]);
+
+    let ids = int_tensor(&reference, "input_ids");
+    let [batch, text_len] = ids.dims();
+    let mask = int_tensor(&reference, "attention_mask").float();
+    let mask_values: Vec<f32> = mask.clone().into_data().to_vec().unwrap();
+    let regions = 3;
+    let input = ImageBertInput {
+        text_ids: ids,
+        text_mask: mask,
+        region_features: Tensor::ones([batch, regions, 16], &device),
+        region_boxes: Tensor::ones([batch, regions, 5], &device),
+        region_mask: Tensor::zeros([batch, regions], &device),
+    };
+    let hidden = model.encode(&input);
+    let text: Vec<f32> = hidden
+        .slice([0..batch, 0..text_len, 0..384])
+        .into_data()
+        .to_vec()
+        .unwrap();
+    let theirs = f32_values(&reference, "hidden_6");
+    let worst = text
+        .chunks(384)
+        .zip(theirs.chunks(384))
+        .zip(&mask_values)
+        .filter(|(_, m)| **m == 1.0)
+        .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "max abs difference {worst:e}");
+}

@@ -12,7 +12,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use super::bert::{EncoderLayer, SelfAttention, TextEncoder};
+use super::bert::{Encoder, EncoderLayer, SelfAttention, TextEmbeddings, TextEncoder};
+use super::imagebert::{HeadTransform, ImageBert};
 
 /// A HuggingFace safetensors checkpoint held in memory.
 pub struct HfCheckpoint {
@@ -50,6 +51,15 @@ impl HfCheckpoint {
         SafeTensors::deserialize(&self.bytes).expect("validated in open")
     }
 
+    /// The stored name of `key`: pre-training heads (`cls.*`) sit beside the `bert.` prefix.
+    fn full_key(&self, key: &str) -> String {
+        if key.starts_with("cls.") {
+            key.to_owned()
+        } else {
+            format!("{}{key}", self.prefix)
+        }
+    }
+
     /// Whether the checkpoint holds `key` (after the prefix).
     pub fn contains(&self, key: &str) -> bool {
         self.tensors()
@@ -64,7 +74,7 @@ impl HfCheckpoint {
         shape: [usize; D],
         device: &B::Device,
     ) -> Result<Tensor<B, D>> {
-        let full = format!("{}{key}", self.prefix);
+        let full = self.full_key(key);
         let tensors = self.tensors();
         let view = tensors
             .tensor(&full)
@@ -156,22 +166,66 @@ impl HfCheckpoint {
         model: TextEncoder<B>,
         device: &B::Device,
     ) -> Result<TextEncoder<B>> {
+        Ok(TextEncoder {
+            embeddings: self.embeddings(model.embeddings, device)?,
+            encoder: self.encoder(model.encoder, device)?,
+        })
+    }
+
+    /// Initialises ImageBERT's text side from the checkpoint (ImageBERT starts from BERT-base,
+    /// §4.1): embeddings and encoder always; the pooler and the MLM head (`cls.predictions.*`)
+    /// when the file has them. Returns the model and the names of the parts loaded.
+    pub fn load_imagebert<B: Backend>(
+        &self,
+        model: ImageBert<B>,
+        device: &B::Device,
+    ) -> Result<(ImageBert<B>, Vec<&'static str>)> {
         let mut model = model;
-        let e = model.embeddings;
-        model.embeddings = super::bert::TextEmbeddings {
+        let mut loaded = vec!["embeddings", "encoder"];
+        model.text = self.embeddings(model.text, device)?;
+        model.encoder = self.encoder(model.encoder, device)?;
+        if self.contains("pooler.dense.weight") {
+            model.pooler = self.linear("pooler.dense", model.pooler, device)?;
+            loaded.push("pooler");
+        }
+        if self.contains("cls.predictions.bias") {
+            let head = "cls.predictions.transform";
+            let t = model.mlm_transform;
+            model.mlm_transform = HeadTransform {
+                dense: self.linear(&format!("{head}.dense"), t.dense, device)?,
+                norm: self.layer_norm(&format!("{head}.LayerNorm"), t.norm, device)?,
+            };
+            let [vocab] = model.mlm_bias.dims();
+            model.mlm_bias =
+                Param::from_tensor(self.tensor("cls.predictions.bias", [vocab], device)?);
+            loaded.push("mlm_head");
+        }
+        Ok((model, loaded))
+    }
+
+    fn embeddings<B: Backend>(
+        &self,
+        e: TextEmbeddings<B>,
+        device: &B::Device,
+    ) -> Result<TextEmbeddings<B>> {
+        Ok(TextEmbeddings {
             word: self.embedding("embeddings.word_embeddings", e.word, device)?,
             position: self.embedding("embeddings.position_embeddings", e.position, device)?,
             segment: self.embedding("embeddings.token_type_embeddings", e.segment, device)?,
             norm: self.layer_norm("embeddings.LayerNorm", e.norm, device)?,
             dropout: e.dropout,
-        };
-        let layers = std::mem::take(&mut model.encoder.layers);
-        model.encoder.layers = layers
-            .into_iter()
-            .enumerate()
-            .map(|(i, layer)| self.layer(i, layer, device))
-            .collect::<Result<_>>()?;
-        Ok(model)
+        })
+    }
+
+    fn encoder<B: Backend>(&self, encoder: Encoder<B>, device: &B::Device) -> Result<Encoder<B>> {
+        Ok(Encoder {
+            layers: encoder
+                .layers
+                .into_iter()
+                .enumerate()
+                .map(|(i, layer)| self.layer(i, layer, device))
+                .collect::<Result<_>>()?,
+        })
     }
 
     fn layer<B: Backend>(

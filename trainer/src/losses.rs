@@ -1,0 +1,101 @@
+//! The four pre-training losses (ImageBERT §3.3): MLM and MOC are cross-entropies over the chosen
+//! positions, MRFR an L2 regression on the chosen regions, ITM a binary cross-entropy on the
+//! `[CLS]` score. Positions labelled [`IGNORE`](crate::objectives::IGNORE) carry no loss, which is
+//! how negatives get none of the three masked losses.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::PretrainTargets;
+use crate::model::imagebert::ImageBertOutput;
+
+/// Weight of each loss in the total. The paper does not state them; 1 each is the usual choice.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossWeights {
+    /// Masked language modelling.
+    pub mlm: f64,
+    /// Masked object classification.
+    pub moc: f64,
+    /// Masked region feature regression.
+    pub mrfr: f64,
+    /// Image–text matching.
+    pub itm: f64,
+}
+
+impl Default for LossWeights {
+    fn default() -> Self {
+        Self {
+            mlm: 1.0,
+            moc: 1.0,
+            mrfr: 1.0,
+            itm: 1.0,
+        }
+    }
+}
+
+/// Each loss (a one-element tensor) and their weighted sum.
+#[derive(Debug, Clone)]
+pub struct PretrainLosses<B: Backend> {
+    /// MLM cross-entropy, mean over chosen tokens.
+    pub mlm: Tensor<B, 1>,
+    /// MOC cross-entropy, mean over chosen regions.
+    pub moc: Tensor<B, 1>,
+    /// MRFR squared error, mean over chosen regions and feature dimensions.
+    pub mrfr: Tensor<B, 1>,
+    /// ITM binary cross-entropy, mean over the batch.
+    pub itm: Tensor<B, 1>,
+    /// The weighted sum that is back-propagated.
+    pub total: Tensor<B, 1>,
+}
+
+/// Cross-entropy of `logits [batch, n, classes]` against `labels [batch, n]`, averaged over the
+/// labels that are not ignored (0 when there are none).
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let weights = labels.clone().greater_equal_elem(0).float();
+    let safe = labels.clamp_min(0).unsqueeze_dim::<3>(2);
+    let picked = log_softmax(logits, 2).gather(2, safe).squeeze_dim::<2>(2);
+    let count = weights.clone().sum().clamp_min(1.0);
+    (picked * weights).sum().neg() / count
+}
+
+/// All four losses for one batch.
+pub fn pretrain_losses<B: Backend>(
+    output: ImageBertOutput<B>,
+    targets: PretrainTargets<B>,
+    weights: &LossWeights,
+) -> PretrainLosses<B> {
+    let mlm = masked_cross_entropy(output.mlm_logits, targets.mlm_labels);
+    let moc = masked_cross_entropy(output.moc_logits, targets.moc_labels);
+
+    let [_, _, dim] = output.mrfr_features.dims();
+    let squared = (output.mrfr_features - targets.mrfr_targets)
+        .powi_scalar(2)
+        .sum_dim(2)
+        .squeeze_dim::<2>(2);
+    let chosen = targets.mrfr_weights.clone().sum().clamp_min(1.0);
+    let mrfr = (squared * targets.mrfr_weights).sum() / (chosen * dim as f64);
+
+    // BCE with logits: softplus(x) - y·x, written stably as max(x, 0) - y·x + ln(1 + e^-|x|).
+    let x = output.itm_logits;
+    let itm = (x.clone().clamp_min(0.0) - x.clone() * targets.itm_labels
+        + (x.abs().neg().exp() + 1.0).log())
+    .mean();
+
+    let total = mlm.clone() * weights.mlm
+        + moc.clone() * weights.moc
+        + mrfr.clone() * weights.mrfr
+        + itm.clone() * weights.itm;
+    PretrainLosses {
+        mlm,
+        moc,
+        mrfr,
+        itm,
+        total,
+    }
+}

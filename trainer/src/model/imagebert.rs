@@ -1,0 +1,213 @@
+//! ImageBERT: one stream of `[CLS] text [SEP]` tokens followed by up to 100 region tokens through
+//! one BERT encoder, with the four pre-training heads (ImageBERT §3; `../shared/docs/imagebert.md`).
+//!
+//! Image embedding (§3.2): `e = LayerNorm(FC(roi_feature) + FC(c) + segment + position)` where `c`
+//! is the 5-d box and every region shares ONE position, since regions are unordered. The paper
+//! gives neither which position nor whether the LayerNorm is shared with text: we use position 0
+//! (the best-trained row of a pre-trained table) and a separate image LayerNorm, as UNITER does.
+
+use burn::module::{Module, Param};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::gelu;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::bert::{Encoder, TextEmbeddings};
+use super::config::EncoderConfig;
+
+/// Segment id of text tokens.
+pub const TEXT_SEGMENT: i64 = 0;
+/// Segment id of region tokens.
+pub const IMAGE_SEGMENT: i64 = 1;
+/// The one position every region token shares.
+pub const IMAGE_POSITION: i64 = 0;
+
+/// The whole model's shape: the encoder plus what the detector's output fixes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageBertConfig {
+    /// Encoder and text-embedding shape.
+    pub encoder: EncoderConfig,
+    /// Length of one region feature (the detector's `imagebert.feature_dim`).
+    pub region_feature_dim: usize,
+    /// Number of detector object classes: the MOC head's size (`imagebert.detector.num_classes`).
+    pub num_object_classes: usize,
+}
+
+/// A dense + GELU + LayerNorm transform, as in BERT's MLM head and UNITER's region heads.
+#[derive(Module, Debug)]
+pub struct HeadTransform<B: Backend> {
+    /// Dense layer.
+    pub dense: Linear<B>,
+    /// LayerNorm after GELU.
+    pub norm: LayerNorm<B>,
+}
+
+impl<B: Backend> HeadTransform<B> {
+    fn init(config: &EncoderConfig, device: &B::Device) -> Self {
+        Self {
+            dense: LinearConfig::new(config.hidden_size, config.hidden_size).init(device),
+            norm: LayerNormConfig::new(config.hidden_size)
+                .with_epsilon(config.layer_norm_eps)
+                .init(device),
+        }
+    }
+
+    fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
+        self.norm.forward(gelu(self.dense.forward(x)))
+    }
+}
+
+/// Region-token embeddings.
+#[derive(Module, Debug)]
+pub struct ImageEmbeddings<B: Backend> {
+    /// FC from the region feature to the hidden size.
+    pub feature: Linear<B>,
+    /// FC from the 5-d box to the hidden size.
+    pub location: Linear<B>,
+    /// LayerNorm over the sum.
+    pub norm: LayerNorm<B>,
+}
+
+/// The ImageBERT model with its four pre-training heads.
+#[derive(Module, Debug)]
+pub struct ImageBert<B: Backend> {
+    /// Text embeddings; their segment and position tables serve region tokens too.
+    pub text: TextEmbeddings<B>,
+    /// Region embeddings.
+    pub image: ImageEmbeddings<B>,
+    /// The shared transformer.
+    pub encoder: Encoder<B>,
+    /// MLM transform; its decoder is the word-embedding table (tied).
+    pub mlm_transform: HeadTransform<B>,
+    /// MLM output bias, one per vocabulary entry.
+    pub mlm_bias: Param<Tensor<B, 1>>,
+    /// MOC: transform + classifier over the detector's classes.
+    pub moc_transform: HeadTransform<B>,
+    /// MOC classifier.
+    pub moc_classifier: Linear<B>,
+    /// MRFR: transform + regression back to the region-feature size.
+    pub mrfr_transform: HeadTransform<B>,
+    /// MRFR regressor.
+    pub mrfr_regressor: Linear<B>,
+    /// BERT pooler over `[CLS]` (dense + tanh), loaded from the checkpoint when present.
+    pub pooler: Linear<B>,
+    /// ITM: one matching score from the pooled `[CLS]`.
+    pub itm: Linear<B>,
+}
+
+/// One batch of model inputs, already masked.
+#[derive(Debug, Clone)]
+pub struct ImageBertInput<B: Backend> {
+    /// `[CLS] text [SEP]` ids, padded: `[batch, text_len]`.
+    pub text_ids: Tensor<B, 2, Int>,
+    /// 1 for real text tokens, 0 for padding: `[batch, text_len]`.
+    pub text_mask: Tensor<B, 2>,
+    /// Region features (masked ones zeroed): `[batch, regions, feature_dim]`.
+    pub region_features: Tensor<B, 3>,
+    /// 5-d boxes: `[batch, regions, 5]`.
+    pub region_boxes: Tensor<B, 3>,
+    /// 1 for real regions, 0 for padding: `[batch, regions]`.
+    pub region_mask: Tensor<B, 2>,
+}
+
+/// The encoder's outputs and every head's prediction for one batch.
+#[derive(Debug, Clone)]
+pub struct ImageBertOutput<B: Backend> {
+    /// MLM logits over the vocabulary: `[batch, text_len, vocab]`.
+    pub mlm_logits: Tensor<B, 3>,
+    /// MOC logits over detector classes: `[batch, regions, classes]`.
+    pub moc_logits: Tensor<B, 3>,
+    /// MRFR regressed features: `[batch, regions, feature_dim]`.
+    pub mrfr_features: Tensor<B, 3>,
+    /// ITM matching logit (sigmoid gives the probability of a match): `[batch]`.
+    pub itm_logits: Tensor<B, 1>,
+}
+
+impl<B: Backend> ImageBert<B> {
+    /// Randomly initialised model.
+    pub fn init(config: &ImageBertConfig, device: &B::Device) -> Self {
+        let e = &config.encoder;
+        let h = e.hidden_size;
+        let norm = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(e.layer_norm_eps)
+                .init(device)
+        };
+        Self {
+            text: TextEmbeddings::init(e, device),
+            image: ImageEmbeddings {
+                feature: LinearConfig::new(config.region_feature_dim, h).init(device),
+                location: LinearConfig::new(5, h).init(device),
+                norm: norm(),
+            },
+            encoder: Encoder::init(e, device),
+            mlm_transform: HeadTransform::init(e, device),
+            mlm_bias: Param::from_tensor(Tensor::zeros([e.vocab_size], device)),
+            moc_transform: HeadTransform::init(e, device),
+            moc_classifier: LinearConfig::new(h, config.num_object_classes).init(device),
+            mrfr_transform: HeadTransform::init(e, device),
+            mrfr_regressor: LinearConfig::new(h, config.region_feature_dim).init(device),
+            pooler: LinearConfig::new(h, h).init(device),
+            itm: LinearConfig::new(h, 1).init(device),
+        }
+    }
+
+    /// Embeds text and regions, runs the encoder and returns its `[batch, text+regions, hidden]`
+    /// output.
+    pub fn encode(&self, input: &ImageBertInput<B>) -> Tensor<B, 3> {
+        let [batch, text_len] = input.text_ids.dims();
+        let [_, regions, _] = input.region_features.dims();
+        let device = input.text_ids.device();
+        let positions = Tensor::<B, 1, Int>::arange(0..text_len as i64, &device)
+            .reshape([1, text_len])
+            .repeat_dim(0, batch);
+        let segments = Tensor::<B, 2, Int>::full([batch, text_len], TEXT_SEGMENT, &device);
+        let text = self
+            .text
+            .finish(self.text.sum(input.text_ids.clone(), positions, segments));
+
+        let shared = |id: i64| Tensor::<B, 2, Int>::full([batch, regions], id, &device);
+        let image = self.image.feature.forward(input.region_features.clone())
+            + self.image.location.forward(input.region_boxes.clone())
+            + self.text.segment.forward(shared(IMAGE_SEGMENT))
+            + self.text.position.forward(shared(IMAGE_POSITION));
+        let image = self.text.dropout.forward(self.image.norm.forward(image));
+
+        let x = Tensor::cat(vec![text, image], 1);
+        let mask = Tensor::cat(vec![input.text_mask.clone(), input.region_mask.clone()], 1);
+        self.encoder.forward(x, mask)
+    }
+
+    /// Full forward: encoder plus the four heads.
+    pub fn forward(&self, input: &ImageBertInput<B>) -> ImageBertOutput<B> {
+        let [batch, text_len] = input.text_ids.dims();
+        let hidden = self.encode(input);
+        let [_, seq, h] = hidden.dims();
+        let text = hidden.clone().slice([0..batch, 0..text_len, 0..h]);
+        let regions = hidden.clone().slice([0..batch, text_len..seq, 0..h]);
+        let cls = hidden.slice([0..batch, 0..1, 0..h]).reshape([batch, h]);
+
+        let word_table = self.text.word.weight.val(); // [vocab, hidden]
+        let mlm_logits = self
+            .mlm_transform
+            .forward(text)
+            .matmul(word_table.transpose().unsqueeze())
+            + self.mlm_bias.val().unsqueeze();
+        let moc_logits = self
+            .moc_classifier
+            .forward(self.moc_transform.forward(regions.clone()));
+        let mrfr_features = self
+            .mrfr_regressor
+            .forward(self.mrfr_transform.forward(regions));
+        let pooled = self.pooler.forward(cls).tanh();
+        let itm_logits = self.itm.forward(pooled).reshape([batch]);
+        ImageBertOutput {
+            mlm_logits,
+            moc_logits,
+            mrfr_features,
+            itm_logits,
+        }
+    }
+}
