@@ -229,6 +229,23 @@ mod tests {
     }
 
     #[test]
+    fn doctor_flags_default_to_256_and_refuse_sizes_outside_1_to_4096() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            doctor: DoctorArgs,
+        }
+        assert_eq!(Cli::try_parse_from(["doctor"]).unwrap().doctor.size, 256);
+        for bad in ["0", "4097", "big"] {
+            let err = Cli::try_parse_from(["doctor", "--size", bad])
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("--size"), "{err}");
+        }
+    }
+
+    #[test]
     fn max_abs_diff_finds_the_largest_gap() {
         assert_eq!(max_abs_diff(&[1.0, 2.0, 3.0], &[1.0, 2.5, 2.0]), 1.0);
     }
