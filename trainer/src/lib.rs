@@ -1,10 +1,14 @@
 //! `trainer`: the ImageBERT model and its training, fine-tuning and evaluation.
 //!
-//! Built so far: the WordPiece [`tokenizer`] and the BERT text encoder with HuggingFace weight
-//! loading ([`model`]). `trainer run`, `finetune` and `eval` are listed as not built yet in the
-//! README.
+//! Built so far (burn's layout: model, data, objectives, training pieces):
+//! [`tokenizer`] (WordPiece), [`model`] (BERT encoder with HuggingFace loading, ImageBERT and its
+//! four heads), [`objectives`] (the paper's masking and ITM pairing), [`batch`] and [`losses`],
+//! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints).
+//! The `trainer run`, `finetune` and `eval` commands are not built yet (see the README).
 
 pub mod batch;
+pub mod checkpoint;
+pub mod data;
 pub mod losses;
 pub mod model;
 pub mod objectives;

@@ -1,0 +1,704 @@
+//! Pre-training data: pair shards joined with their region-feature shards, streamed as
+//! [`PretrainSample`]s in a deterministic, resumable order, and grouped into dynamic batches.
+//!
+//! # Dataset layout
+//!
+//! A dataset is one folder on the local file system (object storage is not supported yet; it will
+//! come with the same naming). Pair shards are named `NNNNN.parquet` (digits only, as
+//! `pipeline ingest` writes them) and each has its region-feature shard `NNNNN.regions.parquet`
+//! beside it (as `detector extract` writes them). Other files in the folder (stats side files,
+//! `manifest.json`, Parquet files with other names) are ignored. [`list_shards`] finds the pairs.
+//!
+//! # Which rows become samples
+//!
+//! A pair becomes a sample when its status is `kept`, its text is not empty, and its region row
+//! has status `ok` with at least one box. Kept pairs without such a region row are counted
+//! ([`ShardCounts::without_regions`]), not treated as errors. Text becomes `[CLS] text [SEP]` cut
+//! to [`DataLimits::max_text_len`] ids; regions are cut to the first
+//! [`DataLimits::max_regions`] (the detector stores them by descending confidence, so these are
+//! the most confident ones, as the paper's "top-100 ROIs").
+//!
+//! # Order, ranks and exact resume
+//!
+//! [`SampleStream`] is endless: epoch after epoch. Each epoch it shuffles the list of shards with
+//! a ChaCha8 generator seeded from `(seed, epoch)`; rank `r` of `w` takes every `w`-th shard of
+//! that order starting at `r`. Within a shard, the usable rows are permuted with a generator
+//! seeded from `(seed, epoch, shard index)`. The whole position is therefore three numbers,
+//! [`DataCursor`]: epoch, position in this rank's shard list, row in the shard's permutation.
+//! [`SampleStream::resume`] from a saved cursor yields exactly the samples an uninterrupted stream
+//! would have yielded, which is what exact resume of training relies on.
+//!
+//! Trade-off: permuting whole shards (rather than shuffling through a bounded buffer, as
+//! WebDataset-style loaders do) makes the cursor trivial and resume exact, at the cost of holding
+//! one shard's samples in memory (region features stay `f16` until a sample is handed out:
+//! about `rows × regions × feature_dim × 2` bytes) and of mixing rows only within a shard and
+//! shards only at shard granularity. Keep shards to a few thousand rows.
+//!
+//! Ranks get whole shards, so when the shard count is not a multiple of the world size some ranks
+//! get one shard more per epoch and ranks reach epoch boundaries at different steps; each rank's
+//! cursor is its own. Fewer shards than ranks is refused: re-shard the dataset.
+//!
+//! Prefetching (reading the next shard on a worker thread while the current one is consumed) is
+//! not built yet: shards are read on the calling thread when the stream reaches them.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use half::f16;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use schemas::pair_shard::{self, Status};
+use schemas::region_features::{DetectorInfo, RegionReader, RegionStatus};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::PretrainSample;
+use crate::tokenizer::WordPiece;
+
+/// File name ending of a pair shard (`NNNNN.parquet`).
+pub const PAIR_SHARD_SUFFIX: &str = ".parquet";
+/// File name ending of a region-feature shard (`NNNNN.regions.parquet`).
+pub const REGION_SHARD_SUFFIX: &str = ".regions.parquet";
+/// The paper's text budget: `[CLS]` + caption + `[SEP]` in at most 44 positions.
+pub const DEFAULT_MAX_TEXT_LEN: usize = 44;
+/// The paper's image budget: the top 100 regions.
+pub const DEFAULT_MAX_REGIONS: usize = 100;
+
+/// A pair shard and the region-feature shard made from it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ShardPair {
+    /// The pair shard, `NNNNN.parquet`.
+    pub pairs: PathBuf,
+    /// Its region-feature shard, `NNNNN.regions.parquet`.
+    pub regions: PathBuf,
+}
+
+impl ShardPair {
+    /// The pair for pair shard `pairs`, with the region shard named by the convention.
+    pub fn for_pair_shard(pairs: &Path) -> Result<Self> {
+        let name = pairs
+            .file_name()
+            .and_then(|n| n.to_str())
+            .with_context(|| format!("{} is not a file name", pairs.display()))?;
+        let stem = name
+            .strip_suffix(PAIR_SHARD_SUFFIX)
+            .filter(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
+            .with_context(|| {
+                format!(
+                    "{} is not named like a pair shard (NNNNN{PAIR_SHARD_SUFFIX})",
+                    pairs.display()
+                )
+            })?;
+        Ok(Self {
+            pairs: pairs.to_owned(),
+            regions: pairs.with_file_name(format!("{stem}{REGION_SHARD_SUFFIX}")),
+        })
+    }
+}
+
+/// Lists the shard pairs of the dataset folder `dir`, in shard-number order.
+///
+/// Refuses a folder without pair shards, and a pair shard whose region shard is missing (the error
+/// names both files).
+pub fn list_shards(dir: &Path) -> Result<Vec<ShardPair>> {
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("reading dataset folder {}", dir.display()))?;
+    let mut found: Vec<(u64, String, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.with_context(|| format!("reading dataset folder {}", dir.display()))?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(PAIR_SHARD_SUFFIX) else {
+            continue;
+        };
+        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+            continue; // region shards (`NNNNN.regions`) and unrelated files
+        }
+        let number = stem.parse::<u64>().unwrap_or(u64::MAX);
+        found.push((number, name, entry.path()));
+    }
+    ensure!(
+        !found.is_empty(),
+        "dataset folder {} holds no pair shards (NNNNN{PAIR_SHARD_SUFFIX})",
+        dir.display()
+    );
+    found.sort();
+    found
+        .into_iter()
+        .map(|(_, _, path)| {
+            let pair = ShardPair::for_pair_shard(&path)?;
+            ensure!(
+                pair.regions.is_file(),
+                "pair shard {} has no region-feature shard {}: run `detector extract` on it",
+                pair.pairs.display(),
+                pair.regions.display()
+            );
+            Ok(pair)
+        })
+        .collect()
+}
+
+/// How much text and how many regions one sample may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataLimits {
+    /// Most WordPiece ids per sample, `[CLS]` and `[SEP]` included (at least 2).
+    pub max_text_len: usize,
+    /// Most regions per sample (at least 1); the most confident ones are kept.
+    pub max_regions: usize,
+}
+
+impl Default for DataLimits {
+    fn default() -> Self {
+        Self {
+            max_text_len: DEFAULT_MAX_TEXT_LEN,
+            max_regions: DEFAULT_MAX_REGIONS,
+        }
+    }
+}
+
+impl DataLimits {
+    fn check(&self) -> Result<()> {
+        ensure!(
+            self.max_text_len >= 2,
+            "max_text_len is {}: it must leave room for [CLS] and [SEP]",
+            self.max_text_len
+        );
+        ensure!(self.max_regions >= 1, "max_regions must be at least 1");
+        Ok(())
+    }
+}
+
+/// One joined pair as held in memory: like [`PretrainSample`] but with `f16` features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JoinedPair {
+    /// The pair's key, shared by the pair row and the region row.
+    pub key: String,
+    /// `[CLS] caption [SEP]` WordPiece ids.
+    pub text_ids: Vec<u32>,
+    /// Region features as stored, `regions × feature_dim`.
+    pub region_features: Vec<f16>,
+    /// The paper's 5-d box per region.
+    pub region_boxes: Vec<[f32; 5]>,
+    /// Detector class per region.
+    pub region_classes: Vec<u32>,
+}
+
+impl JoinedPair {
+    /// The sample with features widened to `f32`.
+    pub fn to_sample(&self) -> PretrainSample {
+        PretrainSample {
+            text_ids: self.text_ids.clone(),
+            region_features: self.region_features.iter().map(|v| v.to_f32()).collect(),
+            region_boxes: self.region_boxes.clone(),
+            region_classes: self.region_classes.clone(),
+        }
+    }
+}
+
+/// What became of the rows of one shard pair.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardCounts {
+    /// Rows in the pair shard.
+    pub pair_rows: usize,
+    /// Pairs whose status is not `kept`.
+    pub not_kept: usize,
+    /// Kept pairs without text (or only white space).
+    pub empty_text: usize,
+    /// Kept pairs with text but no `ok` region row with at least one box.
+    pub without_regions: usize,
+    /// Samples made.
+    pub samples: usize,
+    /// Samples whose regions were cut to the limit.
+    pub regions_capped: usize,
+}
+
+impl ShardCounts {
+    fn add(&mut self, other: &ShardCounts) {
+        self.pair_rows += other.pair_rows;
+        self.not_kept += other.not_kept;
+        self.empty_text += other.empty_text;
+        self.without_regions += other.without_regions;
+        self.samples += other.samples;
+        self.regions_capped += other.regions_capped;
+    }
+}
+
+/// The samples of one shard pair, in pair-shard row order.
+#[derive(Debug, Clone)]
+pub struct ShardSamples {
+    /// The detector that made the region shard.
+    pub detector: DetectorInfo,
+    /// One entry per usable pair.
+    pub pairs: Vec<JoinedPair>,
+    /// What became of the rows.
+    pub counts: ShardCounts,
+}
+
+fn open_file(path: &Path, what: &str) -> Result<File> {
+    File::open(path).with_context(|| format!("opening {what} {}", path.display()))
+}
+
+/// Reads the detector description of a region shard (its footer only).
+pub fn region_detector(path: &Path) -> Result<DetectorInfo> {
+    let name = path.display().to_string();
+    let reader = RegionReader::open(&name, open_file(path, "region-feature shard")?)?;
+    Ok(reader.detector)
+}
+
+/// Errors unless `found` (from region shard `file`) has the name and shapes of `expected` (from
+/// region shard `expected_file`). The detector version is not compared.
+pub fn check_detector(
+    expected: &DetectorInfo,
+    expected_file: &Path,
+    found: &DetectorInfo,
+    file: &Path,
+) -> Result<()> {
+    let same = found.name == expected.name
+        && found.feature_dim == expected.feature_dim
+        && found.num_classes == expected.num_classes;
+    ensure!(
+        same,
+        "region-feature shard {} was made by detector `{}` (feature_dim {}, num_classes {}), \
+         but {} by `{}` (feature_dim {}, num_classes {}): one dataset needs one detector",
+        file.display(),
+        found.name,
+        found.feature_dim,
+        found.num_classes,
+        expected_file.display(),
+        expected.name,
+        expected.feature_dim,
+        expected.num_classes,
+    );
+    Ok(())
+}
+
+/// Checks that every region shard was made by the same detector as the first one (name, feature
+/// length and class count) and returns that detector. Reads only the files' footers.
+pub fn check_detectors(shards: &[ShardPair]) -> Result<DetectorInfo> {
+    let Some(first) = shards.first() else {
+        bail!("no shards given");
+    };
+    let expected = region_detector(&first.regions)?;
+    for shard in &shards[1..] {
+        let found = region_detector(&shard.regions)?;
+        check_detector(&expected, &first.regions, &found, &shard.regions)?;
+    }
+    Ok(expected)
+}
+
+/// Reads one shard pair and joins its rows by key into samples (see the module docs for which
+/// rows are used). `expected`, when given, is the dataset's detector and the file it came from;
+/// a region shard of another detector is refused.
+pub fn read_shard(
+    shard: &ShardPair,
+    tokenizer: &WordPiece,
+    limits: &DataLimits,
+    expected: Option<(&DetectorInfo, &Path)>,
+) -> Result<ShardSamples> {
+    limits.check()?;
+    let regions_name = shard.regions.display().to_string();
+    let (detector, region_rows) = RegionReader::open(
+        &regions_name,
+        open_file(&shard.regions, "region-feature shard")?,
+    )?
+    .read_all()?;
+    if let Some((expected, expected_file)) = expected {
+        check_detector(expected, expected_file, &detector, &shard.regions)?;
+    }
+    let mut regions = HashMap::with_capacity(region_rows.len());
+    for record in region_rows {
+        if record.status != RegionStatus::Ok || record.boxes.is_empty() {
+            continue;
+        }
+        if regions.contains_key(&record.key) {
+            bail!(
+                "region-feature shard {} holds key `{}` twice",
+                shard.regions.display(),
+                record.key
+            );
+        }
+        regions.insert(record.key.clone(), record);
+    }
+
+    let pairs_name = shard.pairs.display().to_string();
+    let pair_rows = pair_shard::read(&pairs_name, open_file(&shard.pairs, "pair shard")?)?;
+    let dim = detector.feature_dim;
+    let mut counts = ShardCounts {
+        pair_rows: pair_rows.len(),
+        ..ShardCounts::default()
+    };
+    let mut pairs = Vec::new();
+    for pair in pair_rows {
+        if pair.status != Status::Kept {
+            counts.not_kept += 1;
+            continue;
+        }
+        let Some(text) = pair.text.as_deref().filter(|t| !t.trim().is_empty()) else {
+            counts.empty_text += 1;
+            continue;
+        };
+        let Some(region) = regions.remove(&pair.key) else {
+            counts.without_regions += 1;
+            continue;
+        };
+        let n = region.boxes.len().min(limits.max_regions);
+        if n < region.boxes.len() {
+            counts.regions_capped += 1;
+        }
+        let mut boxes = region.normalized_boxes();
+        boxes.truncate(n);
+        let mut classes = region.class_ids;
+        classes.truncate(n);
+        let mut features = region.features;
+        features.truncate(n * dim);
+        pairs.push(JoinedPair {
+            text_ids: tokenizer.encode(text, limits.max_text_len),
+            key: pair.key,
+            region_features: features,
+            region_boxes: boxes,
+            region_classes: classes,
+        });
+    }
+    counts.samples = pairs.len();
+    tracing::debug!(
+        pairs = %shard.pairs.display(),
+        ?counts,
+        "read shard"
+    );
+    Ok(ShardSamples {
+        detector,
+        pairs,
+        counts,
+    })
+}
+
+/// A position in a [`SampleStream`]: the next sample it hands out. Save it with a checkpoint and
+/// give it to [`SampleStream::resume`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DataCursor {
+    /// Pass over the data, from 0.
+    pub epoch: u64,
+    /// Index into this rank's shard list of that epoch.
+    pub shard_position: usize,
+    /// Index into the shard's row permutation.
+    pub row: usize,
+}
+
+/// Where a stream's order comes from. A resumed stream must get the same options, shard list
+/// and vocabulary as the one that saved the cursor, or it continues somewhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamOptions {
+    /// Seed of every shuffle.
+    pub seed: u64,
+    /// This process's rank, `0..world_size`.
+    pub rank: usize,
+    /// Number of data-parallel processes.
+    pub world_size: usize,
+    /// Text and region limits.
+    pub limits: DataLimits,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            rank: 0,
+            world_size: 1,
+            limits: DataLimits::default(),
+        }
+    }
+}
+
+/// A sample with its key and the cursor it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyedSample {
+    /// The pair's key.
+    pub key: String,
+    /// Where the stream was when it handed this sample out; resuming there yields it again.
+    pub at: DataCursor,
+    /// The sample.
+    pub sample: PretrainSample,
+}
+
+/// The shard the stream is reading: which one, and its rows in permuted order.
+struct LoadedShard {
+    epoch: u64,
+    shard_position: usize,
+    pairs: Vec<JoinedPair>,
+}
+
+/// The endless, deterministic, rank-split sample stream described in the module docs.
+pub struct SampleStream {
+    shards: Vec<ShardPair>,
+    tokenizer: WordPiece,
+    options: StreamOptions,
+    detector: DetectorInfo,
+    cursor: DataCursor,
+    order: Option<(u64, Vec<usize>)>,
+    loaded: Option<LoadedShard>,
+    counts: ShardCounts,
+}
+
+/// Domain tags so that the shard-order and row-order generators never share a seed.
+const SHARD_ORDER_TAG: u64 = 0x5348_4152_445f_4f52; // "SHARD_OR"
+const ROW_ORDER_TAG: u64 = 0x524f_575f_4f52_4452; // "ROW_ORDR"
+
+/// SplitMix64 finaliser: a fixed, documented mix (unlike `std`'s hasher, it never changes).
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A seed derived from several numbers, stable across platforms and Rust versions.
+fn derive_seed(parts: &[u64]) -> u64 {
+    parts
+        .iter()
+        .fold(0x1B87_3593_9E37_79B9, |h, &p| splitmix64(h ^ p))
+}
+
+impl SampleStream {
+    /// A stream from the start (epoch 0). Checks the options and that every region shard was
+    /// made by the same detector.
+    pub fn new(
+        shards: Vec<ShardPair>,
+        tokenizer: WordPiece,
+        options: StreamOptions,
+    ) -> Result<Self> {
+        Self::resume(DataCursor::default(), shards, tokenizer, options)
+    }
+
+    /// A stream that continues exactly at `cursor`, which must come from a stream over the same
+    /// shards with the same tokenizer and options.
+    pub fn resume(
+        cursor: DataCursor,
+        shards: Vec<ShardPair>,
+        tokenizer: WordPiece,
+        options: StreamOptions,
+    ) -> Result<Self> {
+        options.limits.check()?;
+        ensure!(!shards.is_empty(), "no shards to stream");
+        ensure!(options.world_size >= 1, "world_size must be at least 1");
+        ensure!(
+            options.rank < options.world_size,
+            "rank {} is not below world_size {}",
+            options.rank,
+            options.world_size
+        );
+        ensure!(
+            shards.len() >= options.world_size,
+            "{} shards for {} ranks: every rank needs at least one shard per epoch; \
+             write more, smaller shards or use fewer ranks",
+            shards.len(),
+            options.world_size
+        );
+        let detector = check_detectors(&shards)?;
+        Ok(Self {
+            shards,
+            tokenizer,
+            options,
+            detector,
+            cursor,
+            order: None,
+            loaded: None,
+            counts: ShardCounts::default(),
+        })
+    }
+
+    /// The position of the next sample.
+    pub fn cursor(&self) -> DataCursor {
+        self.cursor
+    }
+
+    /// The options the stream was made with.
+    pub fn options(&self) -> &StreamOptions {
+        &self.options
+    }
+
+    /// The detector every region shard was made by.
+    pub fn detector(&self) -> &DetectorInfo {
+        &self.detector
+    }
+
+    /// Row counts summed over the shards this stream object has read (not kept across resume).
+    pub fn counts(&self) -> ShardCounts {
+        self.counts
+    }
+
+    /// The indices (into the shard list) of the shards this rank reads in `epoch`, in order.
+    pub fn rank_shards(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.shards.len()).collect();
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(derive_seed(&[self.options.seed, epoch, SHARD_ORDER_TAG]));
+        order.shuffle(&mut rng);
+        order
+            .into_iter()
+            .skip(self.options.rank)
+            .step_by(self.options.world_size)
+            .collect()
+    }
+
+    /// The next sample. Never ends: after the last shard of an epoch comes the next epoch.
+    pub fn next_sample(&mut self) -> Result<PretrainSample> {
+        Ok(self.next_keyed()?.sample)
+    }
+
+    /// The next sample with its key and position.
+    pub fn next_keyed(&mut self) -> Result<KeyedSample> {
+        // Shards found empty since the last sample; when that is every shard, nothing will come.
+        let mut empty: HashSet<usize> = HashSet::new();
+        loop {
+            let epoch = self.cursor.epoch;
+            if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                self.order = Some((epoch, self.rank_shards(epoch)));
+            }
+            let shard_count = self.order.as_ref().map_or(0, |(_, o)| o.len());
+            if self.cursor.shard_position >= shard_count {
+                self.cursor = DataCursor {
+                    epoch: epoch + 1,
+                    shard_position: 0,
+                    row: 0,
+                };
+                continue;
+            }
+            let position = self.cursor.shard_position;
+            let shard_index = self.order.as_ref().map_or(0, |(_, o)| o[position]);
+            let current = self
+                .loaded
+                .as_ref()
+                .is_some_and(|l| l.epoch == epoch && l.shard_position == position);
+            if !current {
+                self.loaded = None;
+                let pairs = self.load(epoch, shard_index)?;
+                ensure!(
+                    self.cursor.row <= pairs.len(),
+                    "cursor row {} is past the {} samples of {}: the cursor comes from other \
+                     data or options",
+                    self.cursor.row,
+                    pairs.len(),
+                    self.shards[shard_index].pairs.display()
+                );
+                self.loaded = Some(LoadedShard {
+                    epoch,
+                    shard_position: position,
+                    pairs,
+                });
+            }
+            let pairs = self.loaded.as_ref().map_or(&[][..], |l| &l.pairs[..]);
+            if let Some(pair) = pairs.get(self.cursor.row) {
+                let at = self.cursor;
+                self.cursor.row += 1;
+                return Ok(KeyedSample {
+                    key: pair.key.clone(),
+                    at,
+                    sample: pair.to_sample(),
+                });
+            }
+            if pairs.is_empty() {
+                empty.insert(shard_index);
+                ensure!(
+                    empty.len() < self.shards.len(),
+                    "none of the {} shards holds a usable sample (kept pair with text and \
+                     regions), first shard {}",
+                    self.shards.len(),
+                    self.shards[0].pairs.display()
+                );
+            }
+            self.cursor.shard_position += 1;
+            self.cursor.row = 0;
+        }
+    }
+
+    /// Reads shard `shard_index` and permutes its rows for `epoch`.
+    fn load(&mut self, epoch: u64, shard_index: usize) -> Result<Vec<JoinedPair>> {
+        let shard = &self.shards[shard_index];
+        let expected = (&self.detector, self.shards[0].regions.as_path());
+        let read = read_shard(shard, &self.tokenizer, &self.options.limits, Some(expected))?;
+        self.counts.add(&read.counts);
+        let mut pairs = read.pairs;
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(&[
+            self.options.seed,
+            epoch,
+            ROW_ORDER_TAG,
+            shard_index as u64,
+        ]));
+        pairs.shuffle(&mut rng);
+        Ok(pairs)
+    }
+}
+
+/// Number of positions a sample takes in the model: text ids plus regions.
+pub fn sample_tokens(sample: &PretrainSample) -> usize {
+    sample.text_ids.len() + sample.regions()
+}
+
+/// Groups a [`SampleStream`] into dynamic batches bounded by sample count and by positions
+/// (text ids + regions summed over the batch), as UNITER batches by tokens and regions: short
+/// captions with few regions make larger batches.
+pub struct Batcher {
+    stream: SampleStream,
+    held: Option<KeyedSample>,
+}
+
+impl Batcher {
+    /// Batches from `stream`.
+    pub fn new(stream: SampleStream) -> Self {
+        Self { stream, held: None }
+    }
+
+    /// The next batch: samples in stream order until one more would exceed `max_samples` or
+    /// `max_tokens`. A batch always holds at least one sample, even one larger than `max_tokens`.
+    pub fn next_batch(
+        &mut self,
+        max_samples: usize,
+        max_tokens: usize,
+    ) -> Result<Vec<PretrainSample>> {
+        Ok(self
+            .next_keyed_batch(max_samples, max_tokens)?
+            .into_iter()
+            .map(|k| k.sample)
+            .collect())
+    }
+
+    /// [`Batcher::next_batch`] with keys and positions.
+    pub fn next_keyed_batch(
+        &mut self,
+        max_samples: usize,
+        max_tokens: usize,
+    ) -> Result<Vec<KeyedSample>> {
+        ensure!(max_samples >= 1, "max_samples must be at least 1");
+        let mut batch: Vec<KeyedSample> = Vec::new();
+        let mut tokens = 0;
+        while batch.len() < max_samples {
+            let next = match self.held.take() {
+                Some(held) => held,
+                None => self.stream.next_keyed()?,
+            };
+            let size = sample_tokens(&next.sample);
+            if !batch.is_empty() && tokens + size > max_tokens {
+                self.held = Some(next);
+                break;
+            }
+            tokens += size;
+            batch.push(next);
+        }
+        Ok(batch)
+    }
+
+    /// The position of the next sample a batch will start with; resume a stream there and wrap
+    /// it in a new batcher to continue exactly.
+    pub fn cursor(&self) -> DataCursor {
+        self.held
+            .as_ref()
+            .map_or_else(|| self.stream.cursor(), |held| held.at)
+    }
+
+    /// The wrapped stream.
+    pub fn stream(&self) -> &SampleStream {
+        &self.stream
+    }
+}
