@@ -18,28 +18,18 @@ fn pipeline(args: &[&Path]) -> Output {
 
 fn record(i: usize, status: Status) -> PairRecord {
     PairRecord {
-        key: format!("{i:09}"),
-        url: format!("http://127.0.0.1/{i}.jpg"),
-        page_url: None,
         text: Some("a red bus".into()),
-        text_source: None,
         language: Some("en".into()),
-        language_score: None,
-        status,
         drop_reason: (status == Status::Dropped).then(|| "too_small".to_owned()),
-        error_message: None,
         http_status: Some(200),
-        width: None,
-        height: None,
-        original_width: None,
-        original_height: None,
-        sha256: None,
-        perceptual_hash: None,
-        nsfw_score: None,
-        relevance_score: None,
         image: (status == Status::Kept).then(|| vec![1, 2, 3]),
-        source_file: "list.csv".into(),
         source_offset: Some(i as u64),
+        ..PairRecord::new(
+            format!("{i:09}"),
+            format!("http://127.0.0.1/{i}.jpg"),
+            status,
+            "list.csv",
+        )
     }
 }
 

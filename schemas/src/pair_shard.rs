@@ -146,6 +146,42 @@ pub struct PairRecord {
     pub source_offset: Option<u64>,
 }
 
+impl PairRecord {
+    /// A row with only its required fields set; every optional field is empty. Fill the rest
+    /// with struct update syntax: `PairRecord { text: Some(..), ..PairRecord::new(..) }`.
+    pub fn new(
+        key: impl Into<String>,
+        url: impl Into<String>,
+        status: Status,
+        source_file: impl Into<String>,
+    ) -> Self {
+        Self {
+            key: key.into(),
+            url: url.into(),
+            page_url: None,
+            text: None,
+            text_source: None,
+            language: None,
+            language_score: None,
+            status,
+            drop_reason: None,
+            error_message: None,
+            http_status: None,
+            width: None,
+            height: None,
+            original_width: None,
+            original_height: None,
+            sha256: None,
+            perceptual_hash: None,
+            nsfw_score: None,
+            relevance_score: None,
+            image: None,
+            source_file: source_file.into(),
+            source_offset: None,
+        }
+    }
+}
+
 /// Column names, in schema order.
 pub mod columns {
     #![allow(missing_docs)]

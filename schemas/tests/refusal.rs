@@ -17,28 +17,16 @@ use schemas::{SchemaError, SchemaId};
 
 fn record() -> PairRecord {
     PairRecord {
-        key: "000000000".into(),
-        url: "http://127.0.0.1/a.jpg".into(),
-        page_url: None,
         text: Some("a dog".into()),
-        text_source: None,
-        language: None,
-        language_score: None,
-        status: Status::Kept,
-        drop_reason: None,
-        error_message: None,
-        http_status: None,
         width: Some(400),
         height: Some(400),
-        original_width: None,
-        original_height: None,
-        sha256: None,
-        perceptual_hash: None,
-        nsfw_score: None,
-        relevance_score: None,
-        image: None,
-        source_file: "list.csv".into(),
         source_offset: Some(0),
+        ..PairRecord::new(
+            "000000000",
+            "http://127.0.0.1/a.jpg",
+            Status::Kept,
+            "list.csv",
+        )
     }
 }
 

@@ -59,28 +59,12 @@ fn key_id(key: &str) -> u32 {
 
 fn pair(key: String, status: Status, text: Option<&str>) -> PairRecord {
     PairRecord {
-        key,
-        url: "https://example.com/a.jpg".into(),
-        page_url: None,
         text: text.map(str::to_owned),
-        text_source: None,
-        language: None,
-        language_score: None,
-        status,
         drop_reason: (status != Status::Kept).then(|| "too_small".into()),
-        error_message: None,
         http_status: Some(200),
         width: Some(IMAGE.0),
         height: Some(IMAGE.1),
-        original_width: None,
-        original_height: None,
-        sha256: None,
-        perceptual_hash: None,
-        nsfw_score: None,
-        relevance_score: None,
-        image: None,
-        source_file: "urls.txt".into(),
-        source_offset: None,
+        ..PairRecord::new(key, "https://example.com/a.jpg", status, "urls.txt")
     }
 }
 
