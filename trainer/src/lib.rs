@@ -8,8 +8,10 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod config;
 pub mod data;
 pub mod losses;
 pub mod model;
 pub mod objectives;
 pub mod tokenizer;
+pub mod training;

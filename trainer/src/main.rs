@@ -19,6 +19,15 @@ enum Command {
     /// compares both with host arithmetic, and reports first-call (compile) and warm timings.
     /// Exits non-zero when a result is off.
     Doctor(backend::DoctorArgs),
+    /// Run (or resume) one pre-training stage described by a TOML config: streams the shards in
+    /// `data.dataset`, trains with MLM, MOC, MRFR and ITM, logs every step to
+    /// `<train.output>/log.jsonl` and checkpoints to `<train.output>/checkpoints`. Run it again
+    /// after a crash and it resumes exactly from the newest checkpoint.
+    Run {
+        /// The stage's config file (see trainer/configs/ for documented examples).
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -28,5 +37,31 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Doctor(args) => backend::doctor(&args),
+        Command::Run { config } => {
+            let result = trainer::config::RunConfig::load(&config).and_then(|config| {
+                trainer::training::run::<backend::Train>(&config, &backend::default_device())
+            });
+            match result {
+                Ok(summary) => {
+                    println!(
+                        "finished {} steps (resumed from step {}); last: {}",
+                        summary.steps,
+                        summary.resumed_from,
+                        summary
+                            .last
+                            .map(|l| format!(
+                                "loss {:.4} mlm {:.4} moc {:.4} mrfr {:.4} itm {:.4}",
+                                l.loss, l.mlm, l.moc, l.mrfr, l.itm
+                            ))
+                            .unwrap_or_else(|| "no step run".to_owned())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,300 @@
+//! `trainer run` configuration: one TOML file per stage (`stage1.toml`, `stage2.toml`). Every key
+//! has a documented default except `data.dataset` and `train.output`; unknown keys are refused
+//! with their name. Relative paths are relative to the config file's folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{DEFAULT_MAX_REGIONS, DEFAULT_MAX_TEXT_LEN};
+use crate::losses::LossWeights;
+use crate::model::config::EncoderConfig;
+use crate::objectives::MaskingConfig;
+
+/// A whole stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Model size and initialisation.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// Where the shards are and how samples are cut.
+    pub data: DataSection,
+    /// Steps, batch, optimiser, checkpoints.
+    pub train: TrainSection,
+    /// Masking and negative-sampling rates (the paper's by default).
+    #[serde(default)]
+    pub masking: MaskingConfig,
+    /// Weight of each loss (1 each by default).
+    #[serde(default)]
+    pub loss_weights: LossWeights,
+}
+
+/// `[model]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// `mini` (MiniLM-L6 shape, default) or `base` (the paper's BERT-base).
+    pub size: String,
+    /// Explicit encoder shape; overrides `size` when given (`[model.encoder]`).
+    pub encoder: Option<EncoderConfig>,
+    /// WordPiece vocabulary (default `assets/minilm/vocab.txt` from the repository root).
+    pub vocab: PathBuf,
+    /// HuggingFace BERT `model.safetensors` for the text side (stage 1; default none).
+    pub init_hf: Option<PathBuf>,
+    /// Checkpoint folder of a previous stage whose newest model starts this one (stage 2).
+    pub init_from: Option<PathBuf>,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            size: "mini".to_owned(),
+            encoder: None,
+            vocab: PathBuf::from("assets/minilm/vocab.txt"),
+            init_hf: None,
+            init_from: None,
+        }
+    }
+}
+
+/// `[data]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// Folder of pair shards with their region shards beside them.
+    pub dataset: PathBuf,
+    /// Most WordPiece ids per caption, `[CLS]`/`[SEP]` included (44).
+    #[serde(default = "default_text_len")]
+    pub max_text_len: usize,
+    /// Most regions per image (100, the paper's top-100 ROIs).
+    #[serde(default = "default_regions")]
+    pub max_regions: usize,
+    /// Seed of data order, masking and initialisation (42).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_text_len() -> usize {
+    DEFAULT_MAX_TEXT_LEN
+}
+fn default_regions() -> usize {
+    DEFAULT_MAX_REGIONS
+}
+fn default_seed() -> u64 {
+    42
+}
+
+/// `[train]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    /// Folder for checkpoints and `log.jsonl`.
+    pub output: PathBuf,
+    /// Optimiser steps of this stage.
+    pub steps: u64,
+    /// Most samples per batch (48, the paper's).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Most text tokens + regions per batch (48 × 144).
+    #[serde(default = "default_tokens")]
+    pub max_tokens: usize,
+    /// Peak learning rate of Adam (1e-4, the paper's).
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// Steps of linear warm-up before linear decay to zero (0).
+    #[serde(default)]
+    pub warmup_steps: u64,
+    /// Steps between checkpoints (100); the last step is always checkpointed.
+    #[serde(default = "default_every")]
+    pub checkpoint_every: u64,
+    /// Checkpoints kept (3).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+}
+
+fn default_batch() -> usize {
+    48
+}
+fn default_tokens() -> usize {
+    48 * 144
+}
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_every() -> u64 {
+    100
+}
+fn default_keep() -> usize {
+    3
+}
+
+impl RunConfig {
+    /// Reads and validates `path`; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: RunConfig =
+            toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut config.data.dataset);
+        resolve(&mut config.train.output);
+        resolve(&mut config.model.vocab);
+        config.model.init_hf.as_mut().map(resolve);
+        config.model.init_from.as_mut().map(resolve);
+        config
+            .validate()
+            .with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(config)
+    }
+
+    /// The encoder shape: `[model.encoder]` if given, else the `size` preset.
+    pub fn encoder(&self) -> Result<EncoderConfig> {
+        match &self.model.encoder {
+            Some(encoder) => Ok(encoder.clone()),
+            None => match EncoderConfig::preset(&self.model.size) {
+                Some(encoder) => Ok(encoder),
+                None => bail!(
+                    "model.size is `{}`: expected `mini` or `base`",
+                    self.model.size
+                ),
+            },
+        }
+    }
+
+    /// Refuses values the run cannot use, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        self.encoder()?
+            .validate()
+            .map_err(|e| anyhow::anyhow!("model.encoder: {e}"))?;
+        self.masking
+            .validate()
+            .map_err(|e| anyhow::anyhow!("masking.{e}"))?;
+        let t = &self.train;
+        let checks = [
+            (t.steps == 0, "train.steps must be positive"),
+            (t.batch_size == 0, "train.batch_size must be positive"),
+            (
+                t.checkpoint_every == 0,
+                "train.checkpoint_every must be positive",
+            ),
+            (
+                t.learning_rate.is_nan() || t.learning_rate <= 0.0,
+                "train.learning_rate must be positive",
+            ),
+            (
+                t.warmup_steps > t.steps,
+                "train.warmup_steps must not exceed train.steps",
+            ),
+            (
+                self.data.max_text_len < 2,
+                "data.max_text_len must be at least 2",
+            ),
+            (
+                self.data.max_regions == 0,
+                "data.max_regions must be positive",
+            ),
+            (
+                t.max_tokens < self.data.max_text_len + self.data.max_regions,
+                "train.max_tokens must hold one full sample (data.max_text_len + data.max_regions)",
+            ),
+        ];
+        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
+            bail!("{message}");
+        }
+        Ok(())
+    }
+
+    /// Learning rate at `step` (0-based): linear warm-up, then linear decay to zero.
+    pub fn learning_rate(&self, step: u64) -> f64 {
+        let t = &self.train;
+        let peak = t.learning_rate;
+        if step < t.warmup_steps {
+            return peak * (step + 1) as f64 / t.warmup_steps as f64;
+        }
+        let decay_steps = (t.steps - t.warmup_steps).max(1) as f64;
+        peak * (1.0 - (step - t.warmup_steps) as f64 / decay_steps).max(0.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RunConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("stage1.toml");
+        std::fs::write(&path, text).unwrap();
+        RunConfig::load(&path)
+    }
+
+    const MINIMAL: &str = "[data]\ndataset = \"shards\"\n[train]\noutput = \"out\"\nsteps = 10\n";
+
+    #[test]
+    fn defaults_are_the_papers_and_paths_are_relative_to_the_file() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.train.batch_size, 48);
+        assert_eq!(config.train.learning_rate, 1e-4);
+        assert_eq!(config.data.max_regions, 100);
+        assert_eq!(config.masking, MaskingConfig::default());
+        assert_eq!(config.encoder().unwrap(), EncoderConfig::mini());
+        assert!(config.data.dataset.ends_with("shards") && config.data.dataset.is_absolute());
+    }
+
+    #[test]
+    fn unknown_and_invalid_keys_are_refused_by_name() {
+        let err = format!("{:#}", parse(&format!("{MINIMAL}lr = 3\n")).unwrap_err());
+        assert!(err.contains("unknown field `lr`"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&MINIMAL.replace("steps = 10", "steps = 0")).unwrap_err()
+        );
+        assert!(err.contains("train.steps must be positive"), "{err}");
+        let err = format!(
+            "{:#}",
+            parse(&format!("{MINIMAL}[masking]\nmlm_probability = 2.0\n")).unwrap_err()
+        );
+        assert!(
+            err.contains("masking.mlm_probability must be within [0, 1]"),
+            "{err}"
+        );
+        let err = format!(
+            "{:#}",
+            parse(&format!("[model]\nsize = \"huge\"\n{MINIMAL}")).unwrap_err()
+        );
+        assert!(err.contains("model.size is `huge`"), "{err}");
+    }
+
+    #[test]
+    fn the_shipped_stage_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let stage1 = RunConfig::load(&dir.join("stage1.toml")).unwrap();
+        assert!(stage1.model.init_hf.is_some() && stage1.model.init_from.is_none());
+        let stage2 = RunConfig::load(&dir.join("stage2.toml")).unwrap();
+        assert!(
+            stage2
+                .model
+                .init_from
+                .unwrap()
+                .ends_with("runs/stage1/checkpoints")
+        );
+        assert_eq!(stage2.train.batch_size, 48);
+    }
+
+    #[test]
+    fn learning_rate_warms_up_then_decays_to_zero() {
+        let mut config = parse(MINIMAL).unwrap();
+        config.train.warmup_steps = 2;
+        let lrs: Vec<f64> = (0..10).map(|s| config.learning_rate(s)).collect();
+        assert_eq!(lrs[0], 0.5e-4);
+        assert_eq!(lrs[1], 1e-4);
+        assert_eq!(lrs[2], 1e-4);
+        assert!(lrs[9] > 0.0 && lrs[9] < lrs[5]);
+    }
+}
