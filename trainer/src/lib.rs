@@ -1,10 +1,10 @@
 //! `trainer`: the ImageBERT model and its training, fine-tuning and evaluation.
 //!
-//! Built so far (burn's layout: model, data, objectives, training pieces):
+//! Built so far (burn's layout: model, data, objectives, training):
 //! [`tokenizer`] (WordPiece), [`model`] (BERT encoder with HuggingFace loading, ImageBERT and its
 //! four heads), [`objectives`] (the paper's masking and ITM pairing), [`batch`] and [`losses`],
-//! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints).
-//! The `trainer run`, `finetune` and `eval` commands are not built yet (see the README).
+//! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
+//! [`config`] and [`training`] (`trainer run`). `finetune` and `eval` are not built yet.
 
 pub mod batch;
 pub mod checkpoint;
