@@ -23,7 +23,9 @@ use crate::checkpoint::{
     seed_step,
 };
 use crate::config::RunConfig;
-use crate::data::{Batcher, DataCursor, DataLimits, SampleStream, StreamOptions, list_shards};
+use crate::data::{
+    Batcher, DataCursor, DataLimits, SampleStream, StreamOptions, check_detectors, list_shards,
+};
 use crate::losses::pretrain_losses;
 use crate::model::hf::HfCheckpoint;
 use crate::model::imagebert::{ImageBert, ImageBertConfig};
@@ -127,9 +129,8 @@ pub fn run<B: burn::tensor::backend::AutodiffBackend>(
 
     let special = tokenizer.special();
     let vocab_size = tokenizer.vocab_size();
-    let probe = SampleStream::new(shards.clone(), tokenizer.clone(), options)?;
-    let detector = probe.detector().clone();
-    drop(probe);
+    // Footers only: every shard's detector is checked before training starts.
+    let detector = check_detectors(&shards)?;
     let model_config = ImageBertConfig {
         encoder,
         region_feature_dim: detector.feature_dim,
