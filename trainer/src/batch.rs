@@ -7,7 +7,7 @@ use rand::Rng;
 
 use crate::model::imagebert::ImageBertInput;
 use crate::objectives::{IGNORE, MaskingConfig, mask_regions, mask_text, pair_for_itm};
-use crate::tokenizer::SpecialTokens;
+use wordpiece::SpecialTokens;
 
 /// One image–text pair as the trainer reads it from a pair shard joined with its region shard.
 #[derive(Debug, Clone, PartialEq)]

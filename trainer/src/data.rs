@@ -55,7 +55,7 @@ use schemas::region_features::{DetectorInfo, RegionReader, RegionStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::PretrainSample;
-use crate::tokenizer::WordPiece;
+use wordpiece::WordPiece;
 
 /// File name ending of a pair shard (`NNNNN.parquet`).
 pub const PAIR_SHARD_SUFFIX: &str = ".parquet";

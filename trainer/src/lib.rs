@@ -1,10 +1,11 @@
 //! `trainer`: the ImageBERT model and its training, fine-tuning and evaluation.
 //!
 //! Built so far (burn's layout: model, data, objectives, training):
-//! [`tokenizer`] (WordPiece), [`model`] (BERT encoder with HuggingFace loading, ImageBERT and its
-//! four heads), [`objectives`] (the paper's masking and ITM pairing), [`batch`] and [`losses`],
+//! [`model`] (BERT encoder with HuggingFace loading, ImageBERT and its four heads), [`objectives`]
+//! (the paper's masking and ITM pairing), [`batch`] and [`losses`],
 //! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
 //! [`config`] and [`training`] (`trainer run`). `finetune` and `eval` are not built yet.
+//! Tokenization is the `wordpiece` crate (shared with `pipeline`).
 
 pub mod batch;
 pub mod checkpoint;
@@ -13,5 +14,4 @@ pub mod data;
 pub mod losses;
 pub mod model;
 pub mod objectives;
-pub mod tokenizer;
 pub mod training;

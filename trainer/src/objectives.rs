@@ -15,7 +15,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::tokenizer::SpecialTokens;
+use wordpiece::SpecialTokens;
 
 /// Label of positions that carry no loss.
 pub const IGNORE: i64 = -1;

@@ -29,7 +29,7 @@ use crate::data::{
 use crate::losses::pretrain_losses;
 use crate::model::hf::HfCheckpoint;
 use crate::model::imagebert::{ImageBert, ImageBertConfig};
-use crate::tokenizer::WordPiece;
+use wordpiece::WordPiece;
 
 const MODEL_FILE: &str = "model.mpk";
 const OPTIMIZER_FILE: &str = "optimizer.mpk";

@@ -15,7 +15,7 @@ use trainer::losses::{LossWeights, pretrain_losses};
 use trainer::model::config::EncoderConfig;
 use trainer::model::imagebert::{ImageBert, ImageBertConfig};
 use trainer::objectives::MaskingConfig;
-use trainer::tokenizer::SpecialTokens;
+use wordpiece::SpecialTokens;
 
 const SPECIAL: SpecialTokens = SpecialTokens {
     pad: 0,

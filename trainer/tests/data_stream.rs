@@ -14,7 +14,7 @@ use trainer::data::{
     Batcher, DataCursor, DataLimits, KeyedSample, SampleStream, ShardPair, StreamOptions,
     list_shards, read_shard, sample_tokens,
 };
-use trainer::tokenizer::WordPiece;
+use wordpiece::WordPiece;
 
 const DIM: usize = 4;
 const SHARDS: usize = 4;

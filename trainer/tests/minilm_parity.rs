@@ -10,7 +10,7 @@ use safetensors::SafeTensors;
 use trainer::model::bert::TextEncoder;
 use trainer::model::config::EncoderConfig;
 use trainer::model::hf::HfCheckpoint;
-use trainer::tokenizer::WordPiece;
+use wordpiece::WordPiece;
 
 /// A file of the real MiniLM asset; panics with the fix when the assets were not fetched.
 fn minilm(file: &str) -> PathBuf {

@@ -12,7 +12,7 @@ use trainer::losses::{LossWeights, masked_cross_entropy, pretrain_losses};
 use trainer::model::config::EncoderConfig;
 use trainer::model::imagebert::{ImageBert, ImageBertConfig};
 use trainer::objectives::{IGNORE, MaskingConfig};
-use trainer::tokenizer::SpecialTokens;
+use wordpiece::SpecialTokens;
 
 const SPECIAL: SpecialTokens = SpecialTokens {
     pad: 0,

@@ -1,9 +1,12 @@
+//! `wordpiece`: BERT WordPiece tokenization, shared by `pipeline` (the out-of-vocabulary text filter)
+//! and `trainer` (model input).
+//!
 //! BERT WordPiece tokenization from a `vocab.txt`, matching HuggingFace's `BertTokenizer`
 //! (uncased: clean text, split CJK characters, lower-case, strip accents, split punctuation,
 //! greedy longest-match WordPiece with `##` continuations, `[UNK]` for unknown or overlong words).
 //!
 //! Tested against the HuggingFace tokenizer's output on the real alt texts of the Common Crawl
-//! fixtures (`tests/wordpiece_parity.rs`).
+//! fixtures (`trainer/tests/minilm_parity.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;
