@@ -1,8 +1,29 @@
-//! `pipeline`: from web sources to clean image–text pair shards.
+//! `pipeline`: from web sources to clean image–text pair shards (LAIT, the paper's
+//! weakly-supervised collection, at web scale).
 //!
-//! Built so far: [`inspect`], which validates and summarises any imagebert file, and [`sources`],
-//! which reads candidate image–text pairs out of WARC/WAT files and HTML pages. The crawl,
-//! filter and shard stages (`pipeline ingest`) are listed as not built yet in the README.
+//! - [`sources`]: candidate image–text pairs from WARC/WAT files and HTML pages;
+//!   [`inputs`]: every input kind as one row stream; [`seeds`]: seed pages fetched and parsed.
+//! - [`text`], [`fetch`], [`imaging`], [`scoring`], [`dedup`]: the filter steps.
+//! - [`sharding`]: the input split across processes by registrable domain.
+//! - [`ingest`]: `pipeline ingest`, the steps over shards with atomic commits and resume;
+//!   [`config`]: its TOML settings.
+//! - [`bench`]: `pipeline bench`, one-core throughput of the CPU-bound steps.
+//! - [`shard_dedup`]: `pipeline dedup`, duplicate removal across all shards.
+//! - [`audit`]: checks an output accounts for every input row exactly once.
+//! - [`inspect`]: validates and summarises any imagebert file.
 
+pub mod audit;
+pub mod bench;
+pub mod config;
+pub mod dedup;
+pub mod fetch;
+pub mod imaging;
+pub mod ingest;
+pub mod inputs;
 pub mod inspect;
+pub mod scoring;
+pub mod seeds;
+pub mod shard_dedup;
+pub mod sharding;
 pub mod sources;
+pub mod text;

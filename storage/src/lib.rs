@@ -26,15 +26,13 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
-    RetryConfig,
+    BackoffConfig, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 use url::Url;
 
-/// How long a request may take, and how long the store keeps retrying a failed one, before the
-/// stage gives up and reports the object (a rerun then resumes).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Total time spent retrying one request.
+/// Total time the store keeps retrying one failed request before the stage gives up and reports
+/// the object (a rerun then resumes). Client options (timeouts, `AWS_ALLOW_HTTP`) come from the
+/// environment.
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of one request.
 const MAX_RETRIES: usize = 3;
@@ -54,7 +52,6 @@ impl Location {
             Ok(url) if url.scheme() == "s3" => {
                 let store = AmazonS3Builder::from_env()
                     .with_url(uri)
-                    .with_client_options(client_options())
                     .with_retry(retry_config())
                     .build()
                     .with_context(|| format!("configuring S3 for {uri}"))?;
@@ -63,7 +60,6 @@ impl Location {
             Ok(url) if url.scheme() == "gs" => {
                 let store = GoogleCloudStorageBuilder::from_env()
                     .with_url(uri)
-                    .with_client_options(client_options())
                     .with_retry(retry_config())
                     .build()
                     .with_context(|| format!("configuring GCS for {uri}"))?;
@@ -72,7 +68,6 @@ impl Location {
             Ok(url) if url.scheme() == "az" || url.scheme() == "abfs" => {
                 let store = MicrosoftAzureBuilder::from_env()
                     .with_url(uri)
-                    .with_client_options(client_options())
                     .with_retry(retry_config())
                     .build()
                     .with_context(|| format!("configuring Azure for {uri}"))?;
@@ -128,12 +123,11 @@ impl Location {
     /// Reads the object `name`, or `None` when it does not exist.
     pub async fn get_if_exists(&self, name: &str) -> Result<Option<Bytes>> {
         match self.store.get(&self.path(name)).await {
-            Ok(result) => Ok(Some(
-                result
-                    .bytes()
-                    .await
-                    .with_context(|| format!("reading {}", self.uri_of(name)))?,
-            )),
+            Ok(result) => {
+                Ok(Some(result.bytes().await.with_context(|| {
+                    format!("reading {}", self.uri_of(name))
+                })?))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e).with_context(|| format!("reading {}", self.uri_of(name))),
         }
@@ -165,7 +159,11 @@ impl Location {
             ..PutOptions::default()
         };
         let payload = PutPayload::from_bytes(bytes.clone());
-        match self.store.put_opts(&self.path(name), payload, options).await {
+        match self
+            .store
+            .put_opts(&self.path(name), payload, options)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(object_store::Error::NotImplemented { .. }) => {
@@ -199,9 +197,12 @@ impl Location {
         let mut names: Vec<String> = objects
             .into_iter()
             .filter_map(|meta| {
-                meta.location
-                    .prefix_match(&self.prefix)
-                    .map(|parts| parts.map(|p| p.as_ref().to_owned()).collect::<Vec<_>>().join("/"))
+                meta.location.prefix_match(&self.prefix).map(|parts| {
+                    parts
+                        .map(|p| p.as_ref().to_owned())
+                        .collect::<Vec<_>>()
+                        .join("/")
+                })
             })
             .collect();
         names.sort();
@@ -219,10 +220,6 @@ fn local_store(dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
 /// The object prefix of a bucket URL: its path without the leading slash.
 fn url_prefix(url: &Url) -> Result<Path> {
     Path::parse(url.path().trim_matches('/')).with_context(|| format!("prefix of {url}"))
-}
-
-fn client_options() -> ClientOptions {
-    ClientOptions::new().with_timeout(REQUEST_TIMEOUT)
 }
 
 fn retry_config() -> RetryConfig {

@@ -64,5 +64,8 @@ fn file_uris_and_trailing_slashes() {
     let dir = tempfile::tempdir().unwrap();
     let uri = format!("file://{}/", dir.path().display());
     let location = Location::parse(&uri).unwrap();
-    assert_eq!(location.uri_of("a.json"), format!("file://{}/a.json", dir.path().display()));
+    assert_eq!(
+        location.uri_of("a.json"),
+        format!("file://{}/a.json", dir.path().display())
+    );
 }

@@ -473,6 +473,7 @@ pub fn candidates_from_page(
         .map(|image| Candidate {
             url: image.url,
             page_url: page.url.to_owned(),
+            caption: None,
             alt: image.alt,
             title: image.title,
             context: image.context,

@@ -46,12 +46,15 @@ impl SourceStats {
 }
 
 /// One image occurrence on one page, with the texts found next to it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Candidate {
     /// Absolute `http`/`https` image URL, without fragment.
     pub url: String,
-    /// The page the image was found on (its `WARC-Target-URI`).
+    /// The page the image was found on (its `WARC-Target-URI`); empty for URL-list rows that
+    /// name no page.
     pub page_url: String,
+    /// The caption given with the URL in an input list; `None` for images found on pages.
+    pub caption: Option<String>,
     /// The `alt` attribute, whitespace-collapsed; `None` when missing or blank.
     pub alt: Option<String>,
     /// The image's `title` attribute, whitespace-collapsed; `None` when missing or blank.
@@ -66,11 +69,12 @@ pub struct Candidate {
 }
 
 impl Candidate {
-    /// The non-empty texts of this candidate in LAIT preference order, alt > title > context,
-    /// each with its [`TextSource`]; a text equal to an earlier one is listed once.
+    /// The non-empty texts of this candidate in LAIT preference order, a list's caption > alt >
+    /// title > context, each with its [`TextSource`]; a text equal to an earlier one is listed once.
     pub fn text_options(&self) -> Vec<(&str, TextSource)> {
         let mut options: Vec<(&str, TextSource)> = Vec::with_capacity(3);
         let texts = [
+            (self.caption.as_deref(), TextSource::Caption),
             (self.alt.as_deref(), TextSource::Alt),
             (self.title.as_deref(), TextSource::Title),
             (self.context.as_deref(), TextSource::Context),
@@ -205,6 +209,7 @@ mod tests {
         Candidate {
             url: "http://example.com/a.jpg".into(),
             page_url: "http://example.com/".into(),
+            caption: None,
             alt: alt.map(Into::into),
             title: title.map(Into::into),
             context: context.map(Into::into),

@@ -84,6 +84,7 @@ impl WatPage {
                 Some(Candidate {
                     url: image.url.clone()?,
                     page_url: self.page_url.clone(),
+                    caption: None,
                     alt: image.alt.clone(),
                     title: image.title.clone(),
                     context: None,
