@@ -418,3 +418,52 @@ fn the_documented_config_file_equals_the_defaults() {
     config.output.vocab = IngestConfig::default().output.vocab;
     assert_eq!(config, IngestConfig::default());
 }
+
+/// The real Common Crawl fixtures through the whole ingest: every `<img>` candidate of the WARC
+/// pages and the WAT metadata becomes exactly one row (the audit re-reads the files and matches
+/// them). Image hosts are on the internet: fetches fail fast (or succeed where a network exists);
+/// only the accounting is asserted, so the test holds either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_common_crawl_files_are_ingested_row_for_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let commoncrawl = Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/commoncrawl");
+    let inputs: Vec<String> = ["warc", "warc.wat"]
+        .iter()
+        .map(|ext| {
+            commoncrawl
+                .join(format!("CC-MAIN-20140820021334-00006.{ext}"))
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut config = config(500);
+    config.fetch.allow_loopback = false;
+    config.fetch.timeout_s = 2.0;
+    config.fetch.connect_timeout_s = 1.0;
+    config.fetch.max_retries = 0;
+    let output = dir.path().join("out");
+    let summary = ingest(job(inputs.clone(), &output, config)).await.unwrap();
+    let report = pipeline::audit::audit(&inputs, output.to_str().unwrap(), &Default::default())
+        .await
+        .unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert!(report.input_rows > 100, "{report:?}");
+    assert_eq!(summary.rows_written, report.input_rows);
+    let records = read_output(&output);
+    let from_wat = records
+        .iter()
+        .filter(|r| r.source_file.ends_with(".wat"))
+        .count();
+    assert!(
+        from_wat > 0 && from_wat < records.len(),
+        "{from_wat} of {}",
+        records.len()
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.page_url.as_deref().is_some_and(|p| p.starts_with("http"))),
+        "every Common Crawl row names its page"
+    );
+}
