@@ -384,17 +384,23 @@ async fn fetch_and_process(mut record: PairRecord, workers: &Arc<Workers>) -> Pa
     };
     let workers = Arc::clone(workers);
     let (sender, receiver) = tokio::sync::oneshot::channel();
+    let fallback = record.clone();
     rayon::spawn(move || {
-        let _ = sender.send(decode_and_score(
-            record,
-            &body,
-            content_type.as_deref(),
-            &workers,
-        ));
+        // A decoder that panics on a hostile file costs its row, never the run.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            decode_and_score(record, &body, content_type.as_deref(), &workers)
+        }));
+        let _ = sender.send(outcome.ok());
     });
-    receiver
-        .await
-        .expect("the rayon task always sends its record")
+    match receiver.await {
+        Ok(Some(record)) => record,
+        _ => PairRecord {
+            status: Status::FailedPermanent,
+            drop_reason: Some("decoder_panic".into()),
+            error_message: Some(format!("{}: the image decoder panicked", fallback.url)),
+            ..fallback
+        },
+    }
 }
 
 /// The CPU part of a row: decode, size filter, re-encode, hashes, scores.
