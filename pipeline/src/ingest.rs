@@ -105,6 +105,10 @@ struct Workers {
 /// Runs `job` to the end: every shard of its slice committed.
 pub async fn ingest(job: IngestJob) -> Result<IngestSummary> {
     job.config.validate()?;
+    // A mistyped input must not leave a run file that pins the output to the wrong inputs.
+    for uri in &job.inputs {
+        inputs::check_input(uri).await?;
+    }
     let output = Location::parse(&job.output)?;
     check_run_spec(&output, &job).await?;
     let vocab = wordpiece::WordPiece::from_file(&job.config.output.vocab).with_context(|| {

@@ -161,6 +161,23 @@ pub enum InputData {
     Remote(Bytes),
 }
 
+/// Checks that input `uri` has a known kind and exists, before anything is written for it.
+pub async fn check_input(uri: &str) -> Result<()> {
+    kind_of(uri)?;
+    let exists = if uri.contains("://") {
+        let (parent, name) = uri
+            .rsplit_once('/')
+            .with_context(|| format!("{uri}: no file name"))?;
+        storage::Location::parse(parent)?.exists(name).await?
+    } else {
+        Path::new(uri).is_file()
+    };
+    if !exists {
+        bail!("{uri}: input file not found");
+    }
+    Ok(())
+}
+
 /// Reads the input `uri`: local paths in place, `s3://`, `gs://`, `az://`, `file://` objects whole
 /// through [`storage::Location`] (a Common Crawl WAT file is a few hundred MB).
 pub async fn open_input(uri: &str) -> Result<InputData> {

@@ -314,6 +314,25 @@ async fn ingest_accounts_for_every_row_resumes_and_retries() {
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.input_rows, rows.len() as u64);
 
+    // A mistyped input is refused before anything is written.
+    let error = ingest(job(
+        vec![format!("{}.typo.csv", inputs[0])],
+        &dir.path().join("fresh"),
+        config(5),
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        format!("{error:#}").contains("typo.csv: input file not found"),
+        "{error:#}"
+    );
+    assert!(
+        !dir.path()
+            .join("fresh")
+            .join(pipeline::ingest::RUN_FILE)
+            .exists()
+    );
+
     // A rerun finds every shard committed and does nothing.
     let summary = ingest(job(inputs.clone(), &output, config(5)))
         .await
