@@ -194,55 +194,43 @@ fn run_bench(
     Ok(())
 }
 
+/// The exit status of a command: success when it ran and found everything in order; a failure
+/// (with the error and its causes on stderr) otherwise.
+fn exit_code(outcome: anyhow::Result<bool>) -> ExitCode {
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    let outcome = match Cli::parse().command {
         Command::Dedup {
             input,
             output,
             config,
             shard_index,
             num_shards,
-        } => match run_dedup(&input, &output, config.as_deref(), shard_index, num_shards) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => run_dedup(&input, &output, config.as_deref(), shard_index, num_shards).map(|()| true),
         Command::Bench {
             assets,
             seconds,
             config,
-        } => match run_bench(&assets, seconds, config.as_deref()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => run_bench(&assets, seconds, config.as_deref()).map(|()| true),
         Command::Audit {
             inputs,
             output,
             config,
-        } => match run_audit(&inputs, &output, config.as_deref()) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::FAILURE,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Ingest(args) => match run_ingest(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(error) => {
-                eprintln!("error: {error:#}");
-                ExitCode::FAILURE
-            }
-        },
+        } => run_audit(&inputs, &output, config.as_deref()),
+        Command::Ingest(args) => run_ingest(args).map(|()| true),
         Command::Inspect { files } => {
             let mut ok = true;
             for file in files {
@@ -254,11 +242,8 @@ fn main() -> ExitCode {
                     }
                 }
             }
-            if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            Ok(ok)
         }
-    }
+    };
+    exit_code(outcome)
 }
