@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use schemas::pair_shard;
-use schemas::shard_stats::stats_file_name;
 use serde::Serialize;
 use storage::Location;
 
@@ -105,18 +104,11 @@ pub async fn audit(inputs: &[String], output: &str, config: &InputConfig) -> Res
         }
     }
 
-    let names = location.list().await?;
-    let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let listing = crate::ingest::list_shards(&location).await?;
+    report.uncommitted_shards = listing.uncommitted;
     let mut seen: HashMap<RowId, u64> = HashMap::new();
     let mut keys: HashSet<String> = HashSet::new();
-    for name in names
-        .iter()
-        .filter(|n| n.ends_with(".parquet") && !n.starts_with('_'))
-    {
-        if !present.contains(stats_file_name(name).as_str()) {
-            report.uncommitted_shards.push(name.clone());
-            continue;
-        }
+    for name in &listing.committed {
         report.shards += 1;
         let records = pair_shard::read(&location.uri_of(name), location.get(name).await?)?;
         for record in records {

@@ -94,6 +94,33 @@ pub fn row_key(number: u64, row: usize) -> String {
     format!("{number:05}-{row:06}")
 }
 
+/// The pair shards at a location: committed (with their stats file) and not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardListing {
+    /// Shard names (`NNNNN.parquet`) with a stats file, sorted.
+    pub committed: Vec<String>,
+    /// Shard names without one (a run died before committing them), sorted.
+    pub uncommitted: Vec<String>,
+}
+
+/// Lists the pair shards at the top of `location` (run files and `_seeds/` are not shards).
+pub async fn list_shards(location: &Location) -> Result<ShardListing> {
+    let names = location.list().await?;
+    let present: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    let mut listing = ShardListing::default();
+    for name in names
+        .iter()
+        .filter(|n| n.ends_with(".parquet") && !n.starts_with('_') && !n.contains('/'))
+    {
+        if present.contains(stats_file_name(name).as_str()) {
+            listing.committed.push(name.clone());
+        } else {
+            listing.uncommitted.push(name.clone());
+        }
+    }
+    Ok(listing)
+}
+
 /// Everything a row needs, shared by the tasks of one run.
 struct Workers {
     text: TextFilter,
@@ -105,9 +132,12 @@ struct Workers {
 /// Runs `job` to the end: every shard of its slice committed.
 pub async fn ingest(job: IngestJob) -> Result<IngestSummary> {
     job.config.validate()?;
-    // A mistyped input must not leave a run file that pins the output to the wrong inputs.
+    // Inputs are opened before anything is written, so a mistyped one can't leave a run file
+    // that pins the output to the wrong inputs.
+    let mut opened = Vec::with_capacity(job.inputs.len());
     for uri in &job.inputs {
-        inputs::check_input(uri).await?;
+        let (kind, _) = inputs::kind_of(uri)?;
+        opened.push((uri.clone(), kind, inputs::open_input(uri).await?));
     }
     let output = Location::parse(&job.output)?;
     check_run_spec(&output, &job).await?;
@@ -126,7 +156,7 @@ pub async fn ingest(job: IngestJob) -> Result<IngestSummary> {
 
     let progress = progress_bar(job.progress);
     let mut summary = IngestSummary::default();
-    let mut chunks = spawn_reader(&job, &output, &workers).await?;
+    let mut chunks = spawn_reader(&job, opened, &output, &workers).await?;
     while let Some(chunk) = chunks.recv().await {
         let (number, rows) = chunk?;
         let name = shard_name(number);
@@ -210,20 +240,19 @@ enum Source {
 /// Reads this slice's rows on a blocking thread and hands them over shard by shard.
 async fn spawn_reader(
     job: &IngestJob,
+    opened: Vec<(String, inputs::InputKind, inputs::InputData)>,
     output: &Location,
     workers: &Arc<Workers>,
 ) -> Result<mpsc::Receiver<Chunk>> {
     // Seed lists are expanded (pages fetched and parsed) once per slice, see `crate::seeds`.
-    let mut sources: Vec<Source> = Vec::new();
-    for uri in &job.inputs {
-        let (kind, _) = inputs::kind_of(uri)?;
-        let data = inputs::open_input(uri).await?;
+    let mut sources: Vec<Source> = Vec::with_capacity(opened.len());
+    for (uri, kind, data) in opened {
         sources.push(if kind == inputs::InputKind::Seeds {
             Source::Rows(
-                seeds::expand(uri, data, output, job.slice, &workers.fetcher, &job.config).await?,
+                seeds::expand(&uri, data, output, job.slice, &workers.fetcher, &job.config).await?,
             )
         } else {
-            Source::File(uri.clone(), data)
+            Source::File(uri, data)
         });
     }
     let (sender, receiver) = mpsc::channel::<Chunk>(2);
@@ -284,20 +313,40 @@ async fn process_shard(
     workers: &Arc<Workers>,
     progress: &ProgressBar,
 ) -> Vec<PairRecord> {
-    let concurrency = rows_in_flight(&workers.config);
-    let mut indexed: Vec<(usize, PairRecord)> = futures::stream::iter(rows.into_iter().enumerate())
-        .map(|(row, input)| {
-            let workers = Arc::clone(workers);
-            async move {
-                let record = process_row(row_key(number, row), input, &workers).await;
-                (row, record)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .inspect(|_| progress.inc(1))
-        .collect()
-        .await;
-    indexed.sort_by_key(|(row, _)| *row);
+    run_rows(
+        rows,
+        workers,
+        progress,
+        move |row, input, workers| async move {
+            process_row(row_key(number, row), input, &workers).await
+        },
+    )
+    .await
+}
+
+/// Runs `step` on every item of one shard, many at once, and returns the records in item order
+/// with duplicates removed among the kept ones.
+async fn run_rows<T, Step, Fut>(
+    items: Vec<T>,
+    workers: &Arc<Workers>,
+    progress: &ProgressBar,
+    step: Step,
+) -> Vec<PairRecord>
+where
+    Step: Fn(usize, T, Arc<Workers>) -> Fut,
+    Fut: std::future::Future<Output = PairRecord>,
+{
+    let mut indexed: Vec<(usize, PairRecord)> =
+        futures::stream::iter(items.into_iter().enumerate())
+            .map(|(i, item)| {
+                let record = step(i, item, Arc::clone(workers));
+                async move { (i, record.await) }
+            })
+            .buffer_unordered(rows_in_flight(&workers.config))
+            .inspect(|_| progress.inc(1))
+            .collect()
+            .await;
+    indexed.sort_by_key(|(i, _)| *i);
     let mut records: Vec<PairRecord> = indexed.into_iter().map(|(_, r)| r).collect();
     apply_dedup(&mut records, &workers.config.dedup);
     records
@@ -498,42 +547,29 @@ async fn retry_shard(
     let uri = output.uri_of(name);
     let bytes = output.get(name).await?;
     let records = pair_shard::read(&uri, bytes)?;
-    let concurrency = rows_in_flight(&workers.config);
-    let mut indexed: Vec<(usize, PairRecord)> =
-        futures::stream::iter(records.into_iter().enumerate())
-            .map(|(i, record)| {
-                let workers = Arc::clone(workers);
-                async move {
-                    if record.status != Status::FailedTransient {
-                        return (i, record);
-                    }
-                    let fresh = PairRecord {
-                        page_url: record.page_url,
-                        text: record.text,
-                        text_source: record.text_source,
-                        language: record.language,
-                        language_score: record.language_score,
-                        source_offset: record.source_offset,
-                        ..PairRecord::new(
-                            record.key,
-                            record.url,
-                            Status::Dropped,
-                            record.source_file,
-                        )
-                    };
-                    (i, fetch_and_process(fresh, &workers).await)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .inspect(|_| progress.inc(1))
-            .collect()
-            .await;
-    indexed.sort_by_key(|(i, _)| *i);
-    let mut records: Vec<PairRecord> = indexed.into_iter().map(|(_, r)| r).collect();
     // Rows dropped as duplicates earlier stay dropped; newly kept rows are checked against the
     // rows already kept.
-    apply_dedup(&mut records, &workers.config.dedup);
-    Ok(records)
+    Ok(run_rows(
+        records,
+        workers,
+        progress,
+        |_, record, workers| async move {
+            if record.status != Status::FailedTransient {
+                return record;
+            }
+            let fresh = PairRecord {
+                page_url: record.page_url,
+                text: record.text,
+                text_source: record.text_source,
+                language: record.language,
+                language_score: record.language_score,
+                source_offset: record.source_offset,
+                ..PairRecord::new(record.key, record.url, Status::Dropped, record.source_file)
+            };
+            fetch_and_process(fresh, &workers).await
+        },
+    )
+    .await)
 }
 
 /// Writes the shard, then its stats (the commit).

@@ -151,6 +151,17 @@ impl InputRow {
             InputRow::Invalid { url, .. } => url,
         }
     }
+
+    /// A list row that can't be used ([`INVALID_INPUT`]); `message` names file and row.
+    fn invalid(url: &str, source_file: &str, row: u64, message: String) -> Self {
+        InputRow::Invalid {
+            url: url.to_owned(),
+            source_file: source_file.to_owned(),
+            source_offset: row,
+            reason: INVALID_INPUT.into(),
+            message,
+        }
+    }
 }
 
 /// The bytes of one input file: a local file read in place, or an object fetched whole.
@@ -159,23 +170,6 @@ pub enum InputData {
     Local(std::path::PathBuf),
     /// An object read from object storage.
     Remote(Bytes),
-}
-
-/// Checks that input `uri` has a known kind and exists, before anything is written for it.
-pub async fn check_input(uri: &str) -> Result<()> {
-    kind_of(uri)?;
-    let exists = if uri.contains("://") {
-        let (parent, name) = uri
-            .rsplit_once('/')
-            .with_context(|| format!("{uri}: no file name"))?;
-        storage::Location::parse(parent)?.exists(name).await?
-    } else {
-        Path::new(uri).is_file()
-    };
-    if !exists {
-        bail!("{uri}: input file not found");
-    }
-    Ok(())
 }
 
 /// Reads the input `uri`: local paths in place, `s3://`, `gs://`, `az://`, `file://` objects whole
@@ -291,13 +285,12 @@ fn list_row(
                 source_offset: Some(row),
             })
         }
-        _ => InputRow::Invalid {
-            url: url.to_owned(),
-            source_file: source_file.to_owned(),
-            source_offset: row,
-            reason: INVALID_INPUT.into(),
-            message: format!("{source_file} row {row}: not an http(s) image URL: {url:?}"),
-        },
+        _ => InputRow::invalid(
+            url,
+            source_file,
+            row,
+            format!("{source_file} row {row}: not an http(s) image URL: {url:?}"),
+        ),
     }
 }
 
@@ -335,13 +328,9 @@ fn read_delimited_list(
                 caption_index.and_then(|i| record.get(i)),
                 page_index.and_then(|i| record.get(i)),
             ),
-            Err(error) => InputRow::Invalid {
-                url: String::new(),
-                source_file: source.clone(),
-                source_offset: row,
-                reason: INVALID_INPUT.into(),
-                message: format!("{source} row {row}: {error}"),
-            },
+            Err(error) => {
+                InputRow::invalid("", &source, row, format!("{source} row {row}: {error}"))
+            }
         }
     }))
 }
@@ -359,12 +348,9 @@ fn read_jsonl_list(
         .filter(|(_, line)| line.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .map(move |(row, line)| {
             let row = row as u64;
-            let invalid = |message: String| InputRow::Invalid {
-                url: String::new(),
-                source_file: source.clone(),
-                source_offset: row,
-                reason: INVALID_INPUT.into(),
-                message: format!("{source} line {}: {message}", row + 1),
+            let invalid = |message: String| {
+                let message = format!("{source} line {}: {message}", row + 1);
+                InputRow::invalid("", &source, row, message)
             };
             let line = match line {
                 Ok(line) => line,

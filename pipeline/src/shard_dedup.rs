@@ -62,7 +62,7 @@ pub async fn run(
     if let Some(run) = input.get_if_exists(crate::ingest::RUN_FILE).await? {
         output.put_if_absent(crate::ingest::RUN_FILE, run).await?;
     }
-    let names = committed_shards(&input).await?;
+    let names = crate::ingest::list_shards(&input).await?.committed;
     let mut rows: Vec<DedupRow> = Vec::new();
     let mut origin: Vec<(usize, usize)> = Vec::new();
     for (shard, name) in names.iter().enumerate() {
@@ -101,18 +101,6 @@ pub async fn run(
         summary.shards_written += 1;
     }
     Ok(summary)
-}
-
-/// Shard names (`NNNNN.parquet`) that have their stats file, sorted.
-async fn committed_shards(location: &Location) -> Result<Vec<String>> {
-    let names = location.list().await?;
-    let present: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-    Ok(names
-        .iter()
-        .filter(|n| n.ends_with(".parquet") && !n.starts_with('_') && !n.contains('/'))
-        .filter(|n| present.contains(stats_file_name(n).as_str()))
-        .cloned()
-        .collect())
 }
 
 fn shard_number(name: &str) -> Result<u64> {
