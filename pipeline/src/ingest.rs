@@ -34,7 +34,7 @@ use crate::imaging;
 use crate::inputs::{self, InputRow};
 use crate::scoring::{HeuristicScorer, Scorer};
 use crate::seeds;
-use crate::sharding::Slice;
+use crate::sharding::{self, Slice};
 use crate::text::{TextFilter, TextVerdict};
 
 /// The stage name written into stats files.
@@ -280,7 +280,7 @@ async fn spawn_reader(
                 Source::Rows(rows) => (Box::new(rows.into_iter()), true),
             };
             for row in rows {
-                if !sliced && !slice.owns(row.url()) {
+                if !sliced && !sharding::owns(slice, row.url()) {
                     continue;
                 }
                 chunk.push(row);

@@ -17,7 +17,7 @@ use storage::Location;
 use crate::config::IngestConfig;
 use crate::fetch::{FetchOutcome, Fetcher};
 use crate::inputs::{InputData, InputRow};
-use crate::sharding::Slice;
+use crate::sharding::{self, Slice};
 use crate::sources::html::{Page, candidates_from_page};
 use crate::sources::http::MediaType;
 
@@ -59,7 +59,7 @@ pub async fn expand(
         .enumerate()
         .map(|(line, page)| (line as u64, page.trim().to_owned()))
         .filter(|(_, page)| !page.is_empty() && !page.starts_with('#'))
-        .filter(|(_, page)| slice.owns(page))
+        .filter(|(_, page)| sharding::owns(slice, page))
         .collect();
     let options = config.input.html_options();
     let concurrency = config.fetch.max_concurrency.max(1);
