@@ -1,0 +1,21 @@
+//! Region-feature extraction for imagebert: reads the pair shards `pipeline ingest` committed,
+//! runs a real detector (Burn, CPU or CUDA) on every kept image and commits one region-feature
+//! shard (`schemas::region_features`, `NNNNN.regions.parquet`) per pair shard.
+//!
+//! * [`centernet`]: the embedded default, MobileNetV3-CenterNet (COCO-80) from its TF.js graph,
+//!   run by [`tfjs_program`] over the weights [`tfjs`] reads;
+//! * [`ops`]: box coding, NMS and RoIAlign (torchvision semantics, RoIAlign on the device);
+//! * [`regions`]: the [`regions::RegionDetector`] interface detectors implement, image decoding,
+//!   and the conversion of their output to rows;
+//! * [`extract`]: the resumable, sliced, pipelined driver; [`config`]: its TOML settings;
+//!   [`cli`]: the `detector extract` flags and a runner for `main`.
+
+pub mod bench;
+pub mod centernet;
+pub mod cli;
+pub mod config;
+pub mod extract;
+pub mod ops;
+pub mod regions;
+pub mod tfjs;
+pub mod tfjs_program;
