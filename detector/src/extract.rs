@@ -93,23 +93,6 @@ pub struct ExtractSummary {
     pub images_per_second: f64,
 }
 
-/// The region shard that belongs to pair shard `pair_shard`: `00042.parquet` ->
-/// `00042.regions.parquet` (its stats file: `00042.regions_stats.json`).
-pub fn region_shard_name(pair_shard: &str) -> String {
-    let stem = pair_shard.strip_suffix(".parquet").unwrap_or(pair_shard);
-    format!("{stem}.regions.parquet")
-}
-
-/// The number of a pair shard file name (`00042.parquet` -> 42); `None` for any other file,
-/// region shards and run files included.
-pub fn pair_shard_number(name: &str) -> Option<u64> {
-    let stem = name.strip_suffix(".parquet")?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    stem.parse().ok()
-}
-
 /// The detector description stored in [`RUN_FILE`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct RunSpec {
@@ -202,7 +185,7 @@ pub async fn extract(job: ExtractJob, detector: &mut dyn RegionDetector) -> Resu
         let done = run_blocking(|| work.run(&mut *detector))
             .with_context(|| format!("extracting regions from {uri}"))?;
 
-        let mut stats = ShardStats::new(&region_shard_name(name), STAGE);
+        let mut stats = ShardStats::new(&region_features::file_name_for(name), STAGE);
         stats.started_unix_s = started_unix_s;
         stats.durations_s.insert("read".into(), read_s);
         done.fill_stats(&mut stats);
@@ -218,7 +201,7 @@ pub async fn extract(job: ExtractJob, detector: &mut dyn RegionDetector) -> Resu
         }
         committing = Some(tokio::spawn(commit(
             job.output.clone(),
-            region_shard_name(name),
+            region_features::file_name_for(name),
             info.clone(),
             done.records,
             stats,
@@ -284,7 +267,7 @@ async fn shards_to_do(job: &ExtractJob) -> Result<(Vec<String>, u64)> {
     let done: HashSet<&str> = output_names.iter().map(String::as_str).collect();
     let mut shards: Vec<(u64, &String)> = input_names
         .iter()
-        .filter_map(|name| Some((pair_shard_number(name)?, name)))
+        .filter_map(|name| Some((pair_shard::file_number(name)?, name)))
         .filter(|(number, _)| job.slice.owns_number(*number))
         .collect();
     shards.sort();
@@ -292,7 +275,7 @@ async fn shards_to_do(job: &ExtractJob) -> Result<(Vec<String>, u64)> {
     for (_, name) in shards {
         if !present.contains(stats_file_name(name).as_str()) {
             unfinished += 1;
-        } else if done.contains(stats_file_name(&region_shard_name(name)).as_str()) {
+        } else if done.contains(stats_file_name(&region_features::file_name_for(name)).as_str()) {
             skipped += 1;
         } else {
             todo.push(name.clone());
@@ -753,31 +736,5 @@ fn prepare_one(
         result,
         decode_s,
         prepare_s,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_numbered_parquet_files_are_pair_shards() {
-        assert_eq!(pair_shard_number("00042.parquet"), Some(42));
-        assert_eq!(pair_shard_number("1234567.parquet"), Some(1_234_567));
-        for other in [
-            "00042.regions.parquet",
-            "00042_stats.json",
-            "_ingest.json",
-            ".parquet",
-            "x0042.parquet",
-            "sub/00042.parquet",
-        ] {
-            assert_eq!(pair_shard_number(other), None, "{other}");
-        }
-        assert_eq!(region_shard_name("00042.parquet"), "00042.regions.parquet");
-        assert_eq!(
-            stats_file_name(&region_shard_name("00042.parquet")),
-            "00042.regions_stats.json"
-        );
     }
 }

@@ -84,11 +84,6 @@ pub struct RunSpec {
     pub rows_per_shard: usize,
 }
 
-/// The file name of shard `number`.
-pub fn shard_name(number: u64) -> String {
-    format!("{number:05}.parquet")
-}
-
 /// The key of row `row` of shard `number`: stable across reruns.
 pub fn row_key(number: u64, row: usize) -> String {
     format!("{number:05}-{row:06}")
@@ -103,14 +98,15 @@ pub struct ShardListing {
     pub uncommitted: Vec<String>,
 }
 
-/// Lists the pair shards at the top of `location` (run files and `_seeds/` are not shards).
+/// Lists the pair shards at the top of `location` (run files, `_seeds/` and the region shards
+/// `detector extract` writes beside them are not pair shards).
 pub async fn list_shards(location: &Location) -> Result<ShardListing> {
     let names = location.list().await?;
     let present: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
     let mut listing = ShardListing::default();
     for name in names
         .iter()
-        .filter(|n| n.ends_with(".parquet") && !n.starts_with('_') && !n.contains('/'))
+        .filter(|n| pair_shard::file_number(n).is_some())
     {
         if present.contains(stats_file_name(name).as_str()) {
             listing.committed.push(name.clone());
@@ -159,7 +155,7 @@ pub async fn ingest(job: IngestJob) -> Result<IngestSummary> {
     let mut chunks = spawn_reader(&job, opened, &output, &workers).await?;
     while let Some(chunk) = chunks.recv().await {
         let (number, rows) = chunk?;
-        let name = shard_name(number);
+        let name = pair_shard::file_name(number);
         let stats_name = stats_file_name(&name);
         if let Some(stats) = output.get_if_exists(&stats_name).await? {
             let stats = ShardStats::from_json(&output.uri_of(&stats_name), &stats)?;

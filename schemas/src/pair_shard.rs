@@ -21,6 +21,21 @@ pub const ID: SchemaId = SchemaId {
     version: 1,
 };
 
+/// File name of pair shard `number`: `00042.parquet` (at least five digits).
+pub fn file_name(number: u64) -> String {
+    format!("{number:05}.parquet")
+}
+
+/// The number of a pair shard's file name (`00042.parquet` -> 42); `None` for every other file:
+/// region shards (`00042.regions.parquet`), stats and run files.
+pub fn file_number(name: &str) -> Option<u64> {
+    let stem = name.strip_suffix(".parquet")?;
+    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
 /// What became of a candidate pair.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {

@@ -36,6 +36,13 @@ pub const NUM_CLASSES_KEY: &str = "imagebert.detector.num_classes";
 /// Metadata key: number of attribute classes, absent for detectors without attributes.
 pub const NUM_ATTRIBUTES_KEY: &str = "imagebert.detector.num_attributes";
 
+/// File name of the region-feature shard that belongs to pair shard `pair_shard` (a file name):
+/// `00042.parquet` -> `00042.regions.parquet`.
+pub fn file_name_for(pair_shard: &str) -> String {
+    let stem = pair_shard.strip_suffix(".parquet").unwrap_or(pair_shard);
+    format!("{stem}.regions.parquet")
+}
+
 /// Which detector made a shard, and the shapes it produces. Stored in the file's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DetectorInfo {

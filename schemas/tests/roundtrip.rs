@@ -197,3 +197,29 @@ fn stats_and_manifest_round_trip_through_json() {
     assert_eq!(back, manifest);
     assert_eq!(back.total_rows(), 10);
 }
+
+#[test]
+fn only_numbered_parquet_files_are_pair_shards_and_region_shards_sit_beside_them() {
+    use schemas::{pair_shard, region_features, shard_stats::stats_file_name};
+    assert_eq!(pair_shard::file_name(42), "00042.parquet");
+    assert_eq!(pair_shard::file_number("00042.parquet"), Some(42));
+    assert_eq!(pair_shard::file_number("1234567.parquet"), Some(1_234_567));
+    for other in [
+        "00042.regions.parquet",
+        "00042_stats.json",
+        "_ingest.json",
+        ".parquet",
+        "x0042.parquet",
+        "sub/00042.parquet",
+    ] {
+        assert_eq!(pair_shard::file_number(other), None, "{other}");
+    }
+    assert_eq!(
+        region_features::file_name_for("00042.parquet"),
+        "00042.regions.parquet"
+    );
+    assert_eq!(
+        stats_file_name(&region_features::file_name_for("00042.parquet")),
+        "00042.regions_stats.json"
+    );
+}

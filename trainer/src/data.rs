@@ -51,16 +51,12 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use schemas::pair_shard::{self, Status};
-use schemas::region_features::{DetectorInfo, RegionReader, RegionStatus};
+use schemas::region_features::{self, DetectorInfo, RegionReader, RegionStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::PretrainSample;
 use wordpiece::WordPiece;
 
-/// File name ending of a pair shard (`NNNNN.parquet`).
-pub const PAIR_SHARD_SUFFIX: &str = ".parquet";
-/// File name ending of a region-feature shard (`NNNNN.regions.parquet`).
-pub const REGION_SHARD_SUFFIX: &str = ".regions.parquet";
 /// The paper's text budget: `[CLS]` + caption + `[SEP]` in at most 44 positions.
 pub const DEFAULT_MAX_TEXT_LEN: usize = 44;
 /// The paper's image budget: the top 100 regions.
@@ -82,18 +78,15 @@ impl ShardPair {
             .file_name()
             .and_then(|n| n.to_str())
             .with_context(|| format!("{} is not a file name", pairs.display()))?;
-        let stem = name
-            .strip_suffix(PAIR_SHARD_SUFFIX)
-            .filter(|stem| !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()))
-            .with_context(|| {
-                format!(
-                    "{} is not named like a pair shard (NNNNN{PAIR_SHARD_SUFFIX})",
-                    pairs.display()
-                )
-            })?;
+        pair_shard::file_number(name).with_context(|| {
+            format!(
+                "{} is not named like a pair shard (NNNNN.parquet)",
+                pairs.display()
+            )
+        })?;
         Ok(Self {
             pairs: pairs.to_owned(),
-            regions: pairs.with_file_name(format!("{stem}{REGION_SHARD_SUFFIX}")),
+            regions: pairs.with_file_name(region_features::file_name_for(name)),
         })
     }
 }
@@ -111,18 +104,14 @@ pub fn list_shards(dir: &Path) -> Result<Vec<ShardPair>> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        let Some(stem) = name.strip_suffix(PAIR_SHARD_SUFFIX) else {
-            continue;
-        };
-        if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-            continue; // region shards (`NNNNN.regions`) and unrelated files
+        // Region shards (`NNNNN.regions.parquet`) and unrelated files are skipped.
+        if let Some(number) = pair_shard::file_number(&name) {
+            found.push((number, name, entry.path()));
         }
-        let number = stem.parse::<u64>().unwrap_or(u64::MAX);
-        found.push((number, name, entry.path()));
     }
     ensure!(
         !found.is_empty(),
-        "dataset folder {} holds no pair shards (NNNNN{PAIR_SHARD_SUFFIX})",
+        "dataset folder {} holds no pair shards (NNNNN.parquet)",
         dir.display()
     );
     found.sort();
