@@ -24,7 +24,6 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::{Int, Tensor, TensorData};
 use schemas::region_features::DetectorInfo;
-use sha2::{Digest, Sha256};
 
 use crate::ops::roi_align::{Roi, RoiAlignConfig, roi_align};
 use crate::regions::{Prepared, Preprocess, RegionDetector, Regions, RgbImage};
@@ -424,23 +423,11 @@ impl<B: Backend> CenterNetDetector<B> {
     /// the SHA-256 of both files as the detector version.
     pub fn load(model_json: &Path, budget: RegionBudget, device: &B::Device) -> Result<Self> {
         let net = CenterNet::load(model_json, device)?;
-        let mut digest = Sha256::new();
-        digest.update(
-            std::fs::read(model_json)
-                .with_context(|| format!("reading {}", model_json.display()))?,
-        );
-        let weights = model_json.with_extension("bin");
-        digest.update(
-            std::fs::read(&weights).with_context(|| format!("reading {}", weights.display()))?,
-        );
-        let hash: String = digest.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let version = crate::file_digest(&[model_json, &model_json.with_extension("bin")])?;
         Ok(Self {
             net,
             budget,
-            version: format!("sha256:{hash}"),
+            version,
         })
     }
 

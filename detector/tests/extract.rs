@@ -684,3 +684,83 @@ fn the_detector_binary_extracts_real_centernet_regions() {
         "{again}"
     );
 }
+
+/// The paper's detector (BUTD) through the same binary, on the tiny checkpoint the BUTD tests
+/// build (`tools/butd_reference.py`, real structure, random weights): attribute columns, the
+/// configured feature size and the 10..100 region budget reach the shard.
+#[test]
+fn the_detector_binary_extracts_butd_regions_with_attributes() {
+    use detector::butd::ButdConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("pairs");
+    std::fs::create_dir_all(&input).unwrap();
+    write_pair_shard(&input, 0, &photo_rows(0, &PHOTO_FILES[..2]), true);
+    let config = ButdConfig::tiny();
+    let config_file = dir.path().join("butd-tiny.toml");
+    std::fs::write(&config_file, toml::to_string(&config).unwrap()).unwrap();
+    let checkpoint = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/golden/butd_tiny.safetensors"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
+        .args([
+            "extract",
+            "--input",
+            input.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .args([
+            "--detector",
+            "butd",
+            "--checkpoint",
+            checkpoint,
+            "--butd-config",
+        ])
+        .arg(&config_file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (info, records) = read_regions(&input.join("00000.regions.parquet"));
+    assert_eq!(info.name, detector::butd::region_detector::DETECTOR_NAME);
+    assert_eq!(info.feature_dim, config.feature_dim());
+    assert_eq!(info.num_classes, config.num_classes);
+    assert_eq!(info.num_attributes, Some(config.num_attributes));
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(record.status, RegionStatus::Ok, "{}", record.key);
+        let n = record.boxes.len();
+        assert!((config.min_boxes..=config.max_boxes).contains(&n), "{n}");
+        let attributes = record.attribute_ids.as_ref().unwrap();
+        assert_eq!(attributes.len(), n);
+        assert!(
+            attributes
+                .iter()
+                .all(|&a| (a as usize) < config.num_attributes)
+        );
+        assert!(
+            record
+                .class_ids
+                .iter()
+                .all(|&c| (c as usize) < config.num_classes)
+        );
+        assert_eq!(record.features.len(), n * info.feature_dim);
+    }
+    // Without a checkpoint the flag parser refuses the BUTD detector.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
+        .args([
+            "extract",
+            "--input",
+            input.to_str().unwrap(),
+            "--detector",
+            "butd",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
+}
