@@ -14,7 +14,7 @@
 //! stats file, so a reader never sees half a shard.
 
 use std::path::Path as FsPath;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -36,6 +36,17 @@ use url::Url;
 const RETRY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of one request.
 const MAX_RETRIES: usize = 3;
+
+/// The runtime that drives the `*_blocking` calls, started on first use. One for the process, so
+/// the stores' connection pools outlive each call.
+static BLOCKING: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("storage-io")
+        .enable_all()
+        .build()
+        .expect("starting the storage I/O runtime")
+});
 
 /// A store and a prefix inside it: where a stage reads or writes its files.
 #[derive(Debug, Clone)]
@@ -207,6 +218,16 @@ impl Location {
             .collect();
         names.sort();
         Ok(names)
+    }
+
+    /// [`Location::get`] for synchronous code; must not be called from inside an async runtime.
+    pub fn get_blocking(&self, name: &str) -> Result<Bytes> {
+        BLOCKING.block_on(self.get(name))
+    }
+
+    /// [`Location::list`] for synchronous code; must not be called from inside an async runtime.
+    pub fn list_blocking(&self) -> Result<Vec<String>> {
+        BLOCKING.block_on(self.list())
     }
 }
 

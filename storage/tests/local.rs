@@ -69,3 +69,17 @@ fn file_uris_and_trailing_slashes() {
         format!("file://{}/a.json", dir.path().display())
     );
 }
+
+#[test]
+fn blocking_calls_work_without_a_runtime_of_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("b.bin"), b"bee").unwrap();
+    std::fs::write(dir.path().join("sub/a.bin"), b"ay").unwrap();
+    let location = Location::parse(dir.path().to_str().unwrap()).unwrap();
+    assert_eq!(location.list_blocking().unwrap(), ["b.bin", "sub/a.bin"]);
+    assert_eq!(&location.get_blocking("sub/a.bin").unwrap()[..], b"ay");
+    // Called again from another thread: the shared runtime still serves it.
+    let again = std::thread::spawn(move || location.get_blocking("b.bin").unwrap());
+    assert_eq!(&again.join().unwrap()[..], b"bee");
+}

@@ -63,8 +63,10 @@ impl Default for ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// Folder of pair shards with their region shards beside them.
-    pub dataset: PathBuf,
+    /// Where the pair shards are, with their region shards beside them: a local folder
+    /// (relative to this file) or `file://`, `s3://`, `gs://`, `az://` (credentials from the
+    /// environment).
+    pub dataset: String,
     /// Most WordPiece ids per caption, `[CLS]`/`[SEP]` included (44).
     #[serde(default = "default_text_len")]
     pub max_text_len: usize,
@@ -143,7 +145,11 @@ impl RunConfig {
                 *p = base.join(&*p);
             }
         };
-        resolve(&mut config.data.dataset);
+        if !config.data.dataset.contains("://") {
+            let mut local = PathBuf::from(&config.data.dataset);
+            resolve(&mut local);
+            config.data.dataset = local.to_string_lossy().into_owned();
+        }
         resolve(&mut config.train.output);
         resolve(&mut config.model.vocab);
         config.model.init_hf.as_mut().map(resolve);
@@ -244,7 +250,11 @@ mod tests {
         assert_eq!(config.data.max_regions, 100);
         assert_eq!(config.masking, MaskingConfig::default());
         assert_eq!(config.encoder().unwrap(), EncoderConfig::mini());
-        assert!(config.data.dataset.ends_with("shards") && config.data.dataset.is_absolute());
+        let dataset = Path::new(&config.data.dataset);
+        assert!(dataset.ends_with("shards") && dataset.is_absolute());
+        let remote =
+            "[data]\ndataset = \"s3://bucket/shards\"\n[train]\noutput = \"out\"\nsteps = 10\n";
+        assert_eq!(parse(remote).unwrap().data.dataset, "s3://bucket/shards");
     }
 
     #[test]

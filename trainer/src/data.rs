@@ -3,10 +3,10 @@
 //!
 //! # Dataset layout
 //!
-//! A dataset is one folder on the local file system (object storage is not supported yet; it will
-//! come with the same naming). Pair shards are named `NNNNN.parquet` (digits only, as
+//! A dataset is one location: a local folder or object storage (`s3://`, `gs://`, `az://`,
+//! through the `storage` crate; credentials from the environment). Pair shards are named `NNNNN.parquet` (digits only, as
 //! `pipeline ingest` writes them) and each has its region-feature shard `NNNNN.regions.parquet`
-//! beside it (as `detector extract` writes them). Other files in the folder (stats side files,
+//! beside it (as `detector extract` writes them). Other files at the location (stats side files,
 //! `manifest.json`, Parquet files with other names) are ignored. [`list_shards`] finds the pairs.
 //!
 //! # Which rows become samples
@@ -42,10 +42,9 @@
 //! not built yet: shards are read on the calling thread when the stream reaches them.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use bytes::Bytes;
 use half::f16;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -53,6 +52,7 @@ use rand_chacha::ChaCha8Rng;
 use schemas::pair_shard::{self, Status};
 use schemas::region_features::{self, DetectorInfo, RegionReader, RegionStatus};
 use serde::{Deserialize, Serialize};
+use storage::Location;
 
 use crate::batch::PretrainSample;
 use wordpiece::WordPiece;
@@ -62,68 +62,81 @@ pub const DEFAULT_MAX_TEXT_LEN: usize = 44;
 /// The paper's image budget: the top 100 regions.
 pub const DEFAULT_MAX_REGIONS: usize = 100;
 
-/// A pair shard and the region-feature shard made from it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A pair shard and the region-feature shard made from it, in one dataset location.
+#[derive(Debug, Clone)]
 pub struct ShardPair {
-    /// The pair shard, `NNNNN.parquet`.
-    pub pairs: PathBuf,
-    /// Its region-feature shard, `NNNNN.regions.parquet`.
-    pub regions: PathBuf,
+    /// The pair shard's URI (`.../NNNNN.parquet`).
+    pub pairs: String,
+    /// Its region-feature shard's URI (`.../NNNNN.regions.parquet`).
+    pub regions: String,
+    location: Location,
+    pairs_name: String,
+    regions_name: String,
 }
 
 impl ShardPair {
-    /// The pair for pair shard `pairs`, with the region shard named by the convention.
-    pub fn for_pair_shard(pairs: &Path) -> Result<Self> {
-        let name = pairs
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("{} is not a file name", pairs.display()))?;
+    /// The pair for pair shard `name` (`NNNNN.parquet`) in `location`, with the region shard
+    /// named by the convention.
+    pub fn new(location: &Location, name: &str) -> Result<Self> {
         pair_shard::file_number(name).with_context(|| {
             format!(
                 "{} is not named like a pair shard (NNNNN.parquet)",
-                pairs.display()
+                location.uri_of(name)
             )
         })?;
+        let regions_name = region_features::file_name_for(name);
         Ok(Self {
-            pairs: pairs.to_owned(),
-            regions: pairs.with_file_name(region_features::file_name_for(name)),
+            pairs: location.uri_of(name),
+            regions: location.uri_of(&regions_name),
+            location: location.clone(),
+            pairs_name: name.to_owned(),
+            regions_name,
         })
+    }
+
+    fn read_pairs(&self) -> Result<Bytes> {
+        self.location
+            .get_blocking(&self.pairs_name)
+            .with_context(|| format!("reading pair shard {}", self.pairs))
+    }
+
+    fn read_regions(&self) -> Result<Bytes> {
+        self.location
+            .get_blocking(&self.regions_name)
+            .with_context(|| format!("reading region-feature shard {}", self.regions))
     }
 }
 
-/// Lists the shard pairs of the dataset folder `dir`, in shard-number order.
+/// Lists the shard pairs of the dataset at `dataset` (a local folder, `file://`, `s3://`,
+/// `gs://` or `az://`), in shard-number order.
 ///
-/// Refuses a folder without pair shards, and a pair shard whose region shard is missing (the error
-/// names both files).
-pub fn list_shards(dir: &Path) -> Result<Vec<ShardPair>> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("reading dataset folder {}", dir.display()))?;
-    let mut found: Vec<(u64, String, PathBuf)> = Vec::new();
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading dataset folder {}", dir.display()))?;
-        let Ok(name) = entry.file_name().into_string() else {
-            continue;
-        };
-        // Region shards (`NNNNN.regions.parquet`) and unrelated files are skipped.
-        if let Some(number) = pair_shard::file_number(&name) {
-            found.push((number, name, entry.path()));
-        }
-    }
+/// Refuses a dataset without pair shards, and a pair shard whose region shard is missing (the
+/// error names both files).
+pub fn list_shards(dataset: &str) -> Result<Vec<ShardPair>> {
+    let location = Location::parse(dataset)?;
+    let names = location
+        .list_blocking()
+        .with_context(|| format!("listing dataset {dataset}"))?;
+    let present: HashSet<&str> = names.iter().map(String::as_str).collect();
+    // Region shards (`NNNNN.regions.parquet`) and unrelated files are skipped.
+    let mut found: Vec<(u64, &str)> = names
+        .iter()
+        .filter_map(|name| Some((pair_shard::file_number(name)?, name.as_str())))
+        .collect();
     ensure!(
         !found.is_empty(),
-        "dataset folder {} holds no pair shards (NNNNN.parquet)",
-        dir.display()
+        "dataset {dataset} holds no pair shards (NNNNN.parquet)"
     );
     found.sort();
     found
         .into_iter()
-        .map(|(_, _, path)| {
-            let pair = ShardPair::for_pair_shard(&path)?;
+        .map(|(_, name)| {
+            let pair = ShardPair::new(&location, name)?;
             ensure!(
-                pair.regions.is_file(),
+                present.contains(pair.regions_name.as_str()),
                 "pair shard {} has no region-feature shard {}: run `detector extract` on it",
-                pair.pairs.display(),
-                pair.regions.display()
+                pair.pairs,
+                pair.regions
             );
             Ok(pair)
         })
@@ -226,14 +239,9 @@ pub struct ShardSamples {
     pub counts: ShardCounts,
 }
 
-fn open_file(path: &Path, what: &str) -> Result<File> {
-    File::open(path).with_context(|| format!("opening {what} {}", path.display()))
-}
-
-/// Reads the detector description of a region shard (its footer only).
-pub fn region_detector(path: &Path) -> Result<DetectorInfo> {
-    let name = path.display().to_string();
-    let reader = RegionReader::open(&name, open_file(path, "region-feature shard")?)?;
+/// Reads the detector description of a shard pair's region shard.
+pub fn region_detector(shard: &ShardPair) -> Result<DetectorInfo> {
+    let reader = RegionReader::open(&shard.regions, shard.read_regions()?)?;
     Ok(reader.detector)
 }
 
@@ -241,9 +249,9 @@ pub fn region_detector(path: &Path) -> Result<DetectorInfo> {
 /// region shard `expected_file`). The detector version is not compared.
 pub fn check_detector(
     expected: &DetectorInfo,
-    expected_file: &Path,
+    expected_file: &str,
     found: &DetectorInfo,
-    file: &Path,
+    file: &str,
 ) -> Result<()> {
     let same = found.name == expected.name
         && found.feature_dim == expected.feature_dim
@@ -252,11 +260,11 @@ pub fn check_detector(
         same,
         "region-feature shard {} was made by detector `{}` (feature_dim {}, num_classes {}), \
          but {} by `{}` (feature_dim {}, num_classes {}): one dataset needs one detector",
-        file.display(),
+        file,
         found.name,
         found.feature_dim,
         found.num_classes,
-        expected_file.display(),
+        expected_file,
         expected.name,
         expected.feature_dim,
         expected.num_classes,
@@ -265,14 +273,14 @@ pub fn check_detector(
 }
 
 /// Checks that every region shard was made by the same detector as the first one (name, feature
-/// length and class count) and returns that detector. Reads only the files' footers.
+/// length and class count) and returns that detector.
 pub fn check_detectors(shards: &[ShardPair]) -> Result<DetectorInfo> {
     let Some(first) = shards.first() else {
         bail!("no shards given");
     };
-    let expected = region_detector(&first.regions)?;
+    let expected = region_detector(first)?;
     for shard in &shards[1..] {
-        let found = region_detector(&shard.regions)?;
+        let found = region_detector(shard)?;
         check_detector(&expected, &first.regions, &found, &shard.regions)?;
     }
     Ok(expected)
@@ -285,15 +293,11 @@ pub fn read_shard(
     shard: &ShardPair,
     tokenizer: &WordPiece,
     limits: &DataLimits,
-    expected: Option<(&DetectorInfo, &Path)>,
+    expected: Option<(&DetectorInfo, &str)>,
 ) -> Result<ShardSamples> {
     limits.check()?;
-    let regions_name = shard.regions.display().to_string();
-    let (detector, region_rows) = RegionReader::open(
-        &regions_name,
-        open_file(&shard.regions, "region-feature shard")?,
-    )?
-    .read_all()?;
+    let (detector, region_rows) =
+        RegionReader::open(&shard.regions, shard.read_regions()?)?.read_all()?;
     if let Some((expected, expected_file)) = expected {
         check_detector(expected, expected_file, &detector, &shard.regions)?;
     }
@@ -305,15 +309,14 @@ pub fn read_shard(
         if regions.contains_key(&record.key) {
             bail!(
                 "region-feature shard {} holds key `{}` twice",
-                shard.regions.display(),
+                shard.regions,
                 record.key
             );
         }
         regions.insert(record.key.clone(), record);
     }
 
-    let pairs_name = shard.pairs.display().to_string();
-    let pair_rows = pair_shard::read(&pairs_name, open_file(&shard.pairs, "pair shard")?)?;
+    let pair_rows = pair_shard::read(&shard.pairs, shard.read_pairs()?)?;
     let dim = detector.feature_dim;
     let mut counts = ShardCounts {
         pair_rows: pair_rows.len(),
@@ -353,7 +356,7 @@ pub fn read_shard(
     }
     counts.samples = pairs.len();
     tracing::debug!(
-        pairs = %shard.pairs.display(),
+        pairs = %shard.pairs,
         ?counts,
         "read shard"
     );
@@ -569,7 +572,7 @@ impl SampleStream {
                      data or options",
                     self.cursor.row,
                     pairs.len(),
-                    self.shards[shard_index].pairs.display()
+                    self.shards[shard_index].pairs
                 );
                 self.loaded = Some(LoadedShard {
                     epoch,
@@ -594,7 +597,7 @@ impl SampleStream {
                     "none of the {} shards holds a usable sample (kept pair with text and \
                      regions), first shard {}",
                     self.shards.len(),
-                    self.shards[0].pairs.display()
+                    self.shards[0].pairs
                 );
             }
             self.cursor.shard_position += 1;
@@ -605,7 +608,7 @@ impl SampleStream {
     /// Reads shard `shard_index` and permutes its rows for `epoch`.
     fn load(&mut self, epoch: u64, shard_index: usize) -> Result<Vec<JoinedPair>> {
         let shard = &self.shards[shard_index];
-        let expected = (&self.detector, self.shards[0].regions.as_path());
+        let expected = (&self.detector, self.shards[0].regions.as_str());
         let read = read_shard(shard, &self.tokenizer, &self.options.limits, Some(expected))?;
         self.counts.add(&read.counts);
         let mut pairs = read.pairs;

@@ -157,7 +157,12 @@ fn dataset() -> tempfile::TempDir {
 }
 
 fn stream(dir: &Path, options: StreamOptions) -> SampleStream {
-    SampleStream::new(list_shards(dir).unwrap(), vocab(), options).unwrap()
+    SampleStream::new(
+        list_shards(dir.to_str().unwrap()).unwrap(),
+        vocab(),
+        options,
+    )
+    .unwrap()
 }
 
 fn options(seed: u64, rank: usize, world_size: usize) -> StreamOptions {
@@ -214,7 +219,7 @@ fn assert_joined(key: &str, sample: &PretrainSample) {
 #[test]
 fn lists_shards_in_number_order() {
     let dir = dataset();
-    let shards = list_shards(dir.path()).unwrap();
+    let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
     assert_eq!(shards.len(), SHARDS);
     for (i, shard) in shards.iter().enumerate() {
         assert_eq!(shard.pairs, dir.path().join(format!("{i:05}.parquet")));
@@ -229,7 +234,10 @@ fn lists_shards_in_number_order() {
 fn missing_region_shard_is_an_error_naming_both_files() {
     let dir = dataset();
     write_shard(dir.path(), 7, &detector("centernet-test", DIM), false);
-    let err = format!("{:#}", list_shards(dir.path()).unwrap_err());
+    let err = format!(
+        "{:#}",
+        list_shards(dir.path().to_str().unwrap()).unwrap_err()
+    );
     assert!(err.contains("00007.regions.parquet"), "{err}");
     assert!(err.contains("00007.parquet"), "{err}");
 }
@@ -237,7 +245,7 @@ fn missing_region_shard_is_an_error_naming_both_files() {
 #[test]
 fn join_filters_rows_and_caps_text_and_regions() {
     let dir = dataset();
-    let shards = list_shards(dir.path()).unwrap();
+    let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
     let tokenizer = vocab();
     let limits = DataLimits {
         max_text_len: 12,
@@ -368,7 +376,7 @@ fn ranks_split_each_epoch_into_disjoint_halves() {
 #[test]
 fn too_few_shards_for_the_ranks_is_an_error() {
     let dir = dataset();
-    let shards = list_shards(dir.path()).unwrap();
+    let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
     let err = SampleStream::new(shards.clone(), vocab(), options(0, 0, 5))
         .err()
         .unwrap();
@@ -391,7 +399,7 @@ fn resume_continues_exactly() {
             let saved = serde_json::to_string(&cursor).unwrap();
             drop(s);
             let cursor: DataCursor = serde_json::from_str(&saved).unwrap();
-            let shards = list_shards(dir.path()).unwrap();
+            let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
             let mut resumed = SampleStream::resume(cursor, shards, vocab(), opts).unwrap();
             let next = take(&mut resumed, 10);
             assert_eq!(
@@ -414,7 +422,7 @@ fn detector_mismatch_is_an_error_naming_the_file() {
     write_shard(dir.path(), 0, &detector("centernet-test", DIM), true);
     write_shard(dir.path(), 1, &detector("centernet-test", DIM), true);
     write_shard(dir.path(), 2, &detector("other-detector", DIM), true);
-    let shards = list_shards(dir.path()).unwrap();
+    let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
     let err = format!(
         "{:#}",
         SampleStream::new(shards.clone(), vocab(), options(0, 0, 1))
@@ -431,7 +439,7 @@ fn detector_mismatch_is_an_error_naming_the_file() {
         &shards[2],
         &vocab(),
         &limits,
-        Some((&expected, shards[0].regions.as_path())),
+        Some((&expected, shards[0].regions.as_str())),
     )
     .unwrap_err();
     assert!(
@@ -443,7 +451,7 @@ fn detector_mismatch_is_an_error_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     write_shard(dir.path(), 0, &detector("centernet-test", DIM), true);
     write_shard(dir.path(), 1, &detector("centernet-test", 8), true);
-    let shards: Vec<ShardPair> = list_shards(dir.path()).unwrap();
+    let shards: Vec<ShardPair> = list_shards(dir.path().to_str().unwrap()).unwrap();
     let err = format!(
         "{:#}",
         SampleStream::new(shards, vocab(), options(0, 0, 1))
@@ -496,7 +504,7 @@ fn dynamic_batches_respect_both_limits() {
     }
     let cursor = batcher.cursor();
     let expected = batcher.next_batch(max_samples, max_tokens).unwrap();
-    let shards = list_shards(dir.path()).unwrap();
+    let shards = list_shards(dir.path().to_str().unwrap()).unwrap();
     let mut resumed = Batcher::new(SampleStream::resume(cursor, shards, vocab(), opts).unwrap());
     assert_eq!(
         resumed.next_batch(max_samples, max_tokens).unwrap(),
