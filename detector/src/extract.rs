@@ -233,18 +233,11 @@ pub async fn extract(job: ExtractJob, detector: &mut dyn RegionDetector) -> Resu
 /// Records the detector at the output, or refuses a different one already recorded there.
 async fn check_run_file(output: &Location, info: &DetectorInfo) -> Result<()> {
     let spec = RunSpec::from(info);
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&spec)?);
-    if output.put_if_absent(RUN_FILE, bytes).await? {
-        return Ok(());
-    }
-    let uri = output.uri_of(RUN_FILE);
-    let existing = output.get(RUN_FILE).await?;
-    let existing: RunSpec = serde_json::from_slice(&existing)
-        .with_context(|| format!("{uri} is not an extract run file"))?;
-    if existing != spec {
+    if let Some(existing) = output.claim_run_file(RUN_FILE, &spec).await? {
         bail!(
-            "{uri} says region shards there were made by detector `{} {}` ({existing:?}), not \
+            "{} says region shards there were made by detector `{} {}` ({existing:?}), not \
              `{} {}`; use a new --output, or the same detector",
+            output.uri_of(RUN_FILE),
             existing.name,
             existing.version,
             spec.name,

@@ -195,14 +195,7 @@ async fn check_run_spec(output: &Location, job: &IngestJob) -> Result<()> {
         num_shards: job.slice.count,
         rows_per_shard: job.config.output.rows_per_shard,
     };
-    let bytes = Bytes::from(serde_json::to_vec_pretty(&spec)?);
-    if output.put_if_absent(RUN_FILE, bytes).await? {
-        return Ok(());
-    }
-    let existing = output.get(RUN_FILE).await?;
-    let existing: RunSpec = serde_json::from_slice(&existing)
-        .with_context(|| format!("{} is not an ingest run file", output.uri_of(RUN_FILE)))?;
-    if existing != spec {
+    if let Some(existing) = output.claim_run_file(RUN_FILE, &spec).await? {
         bail!(
             "{} was written by an ingest run with other inputs, --num-shards or \
              output.rows_per_shard ({existing:?}); rerun with the same ones or use a new output",

@@ -220,6 +220,24 @@ impl Location {
         Ok(names)
     }
 
+    /// Claims the run file `name` for `spec`: writes it as JSON unless it exists (conditional
+    /// create, so concurrent processes agree on one). Returns `None` when the file is now
+    /// `spec`'s (written here or already equal), or `Some(found)` when an earlier run wrote a
+    /// different spec there: the caller refuses to mix the two runs' output.
+    pub async fn claim_run_file<T>(&self, name: &str, spec: &T) -> Result<Option<T>>
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq,
+    {
+        let bytes = Bytes::from(serde_json::to_vec_pretty(spec)?);
+        if self.put_if_absent(name, bytes).await? {
+            return Ok(None);
+        }
+        let existing = self.get(name).await?;
+        let existing: T = serde_json::from_slice(&existing)
+            .with_context(|| format!("{} is not a run file of this command", self.uri_of(name)))?;
+        Ok((existing != *spec).then_some(existing))
+    }
+
     /// [`Location::get`] for synchronous code; must not be called from inside an async runtime.
     pub fn get_blocking(&self, name: &str) -> Result<Bytes> {
         BLOCKING.block_on(self.get(name))

@@ -83,3 +83,38 @@ fn blocking_calls_work_without_a_runtime_of_the_caller() {
     let again = std::thread::spawn(move || location.get_blocking("b.bin").unwrap());
     assert_eq!(&again.join().unwrap()[..], b"bee");
 }
+
+#[tokio::test]
+async fn a_run_file_is_claimed_once_and_a_different_spec_is_reported() {
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Spec {
+        shards: u32,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let location = Location::parse(dir.path().to_str().unwrap()).unwrap();
+    let claim = |spec: Spec| {
+        let location = location.clone();
+        async move { location.claim_run_file("_run.json", &spec).await }
+    };
+    assert_eq!(
+        claim(Spec { shards: 4 }).await.unwrap(),
+        None,
+        "first claim"
+    );
+    assert_eq!(
+        claim(Spec { shards: 4 }).await.unwrap(),
+        None,
+        "same spec again"
+    );
+    assert_eq!(
+        claim(Spec { shards: 5 }).await.unwrap(),
+        Some(Spec { shards: 4 }),
+        "a different spec gets the one already there"
+    );
+    std::fs::write(dir.path().join("_bad.json"), b"not json").unwrap();
+    let error = location
+        .claim_run_file("_bad.json", &Spec { shards: 1 })
+        .await
+        .unwrap_err();
+    assert!(format!("{error:#}").contains("_bad.json"), "{error:#}");
+}
