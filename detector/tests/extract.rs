@@ -577,6 +577,15 @@ async fn images_are_decoded_and_prepared_while_detect_runs() {
     assert_eq!(detector.calls(), 3);
 }
 
+/// Runs `detector extract ARGS...` as a user would and returns what it printed.
+fn run_extract_binary(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
+        .arg("extract")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// The real default detector (CenterNet from the assets) through the `detector` binary, as a user
 /// runs it: regions by the bottom-up-attention budget, classes that fit the photos, features of
 /// the documented size, a failed row for a corrupt image, and a rerun that skips the shard.
@@ -603,17 +612,16 @@ fn the_detector_binary_extracts_real_centernet_regions() {
         "/../assets/detectors/centernet.json"
     );
     let run = || {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
-            .args([
-                "extract",
-                "--input",
-                input.to_str().unwrap(),
-                "--model",
-                model,
-            ])
-            .args(["--batch-size", "2", "--no-progress"])
-            .output()
-            .unwrap();
+        let input = input.to_str().unwrap();
+        let out = run_extract_binary(&[
+            "--input",
+            input,
+            "--model",
+            model,
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]);
         assert!(
             out.status.success(),
             "{}",
@@ -702,23 +710,18 @@ fn the_detector_binary_extracts_butd_regions_with_attributes() {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/golden/butd_tiny.safetensors"
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
-        .args([
-            "extract",
-            "--input",
-            input.to_str().unwrap(),
-            "--no-progress",
-        ])
-        .args([
-            "--detector",
-            "butd",
-            "--checkpoint",
-            checkpoint,
-            "--butd-config",
-        ])
-        .arg(&config_file)
-        .output()
-        .unwrap();
+    let input_uri = input.to_str().unwrap();
+    let out = run_extract_binary(&[
+        "--input",
+        input_uri,
+        "--no-progress",
+        "--detector",
+        "butd",
+        "--checkpoint",
+        checkpoint,
+        "--butd-config",
+        config_file.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -751,16 +754,7 @@ fn the_detector_binary_extracts_butd_regions_with_attributes() {
         assert_eq!(record.features.len(), n * info.feature_dim);
     }
     // Without a checkpoint the flag parser refuses the BUTD detector.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_detector"))
-        .args([
-            "extract",
-            "--input",
-            input.to_str().unwrap(),
-            "--detector",
-            "butd",
-        ])
-        .output()
-        .unwrap();
+    let out = run_extract_binary(&["--input", input_uri, "--detector", "butd"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--checkpoint"));
 }
