@@ -179,11 +179,6 @@ impl<B: Backend> CenterNet<B> {
         })
     }
 
-    /// The device the weights live on.
-    pub fn device(&self) -> &B::Device {
-        &self.device
-    }
-
     /// Runs the network on `batch`, `[N, 3, 512, 512]` floats 0..255 (see [`preprocess`]).
     pub fn forward(&self, batch: Tensor<B, 4>) -> Outputs<B> {
         let mut outputs = self.program.run(batch).into_iter();
