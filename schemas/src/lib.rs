@@ -5,7 +5,8 @@
 //! * [`pair_shard`]: one Parquet row per candidate image–text pair, kept or dropped;
 //! * [`region_features`]: one Parquet row per kept image, with boxes, classes and pooled features;
 //! * [`shard_stats`]: the JSON side file written last, which marks a shard as finished;
-//! * [`manifest`]: the JSON index of a whole dataset.
+//! * [`manifest`]: the JSON index of a whole dataset;
+//! * [`karpathy`]: the retrieval benchmarks' Karpathy-split JSON (an outside format, read only).
 //!
 //! Every file carries its schema name and version ([`identity`]); readers refuse a file whose
 //! name, version or columns do not match, with an error naming the file and the column
@@ -14,6 +15,7 @@
 pub mod error;
 pub mod identity;
 mod json_io;
+pub mod karpathy;
 pub mod manifest;
 pub mod pair_shard;
 pub mod parquet_io;
