@@ -561,7 +561,7 @@ async fn retry_shard(
     .await)
 }
 
-/// Writes the shard, then its stats (the commit).
+/// Writes the shard, then its stats (the commit), and adds them to `summary`.
 async fn commit(
     output: &Location,
     name: &str,
@@ -569,11 +569,30 @@ async fn commit(
     summary: &mut IngestSummary,
     started: Instant,
 ) -> Result<()> {
+    let stats = commit_shard(output, name, records, STAGE, started).await?;
+    summary.shards_written += 1;
+    summary.rows_written += stats.rows;
+    for (status, count) in stats.counts_by_status {
+        *summary.counts_by_status.entry(status).or_default() += count;
+    }
+    Ok(())
+}
+
+/// Writes `records` as the pair shard `name` into `output`, then its stats file, stamped with
+/// `stage` (the commit: a shard counts as finished once its stats exist). `started` is when work
+/// on the shard began. Returns the stats written.
+pub async fn commit_shard(
+    output: &Location,
+    name: &str,
+    records: &[PairRecord],
+    stage: &str,
+    started: Instant,
+) -> Result<ShardStats> {
     let started_unix_s = unix_now() - started.elapsed().as_secs_f64();
     let write_started = Instant::now();
     let bytes = pair_shard::write(&output.uri_of(name), Vec::new(), records)?;
     output.put(name, Bytes::from(bytes)).await?;
-    let mut stats = ShardStats::new(name, STAGE);
+    let mut stats = ShardStats::new(name, stage);
     tally(&mut stats, records);
     stats
         .durations_s
@@ -590,12 +609,7 @@ async fn commit(
         .put(&stats_file_name(name), Bytes::from(stats.to_json()))
         .await?;
     tracing::info!(shard = name, rows = stats.rows, counts = ?stats.counts_by_status, "committed");
-    summary.shards_written += 1;
-    summary.rows_written += stats.rows;
-    for (status, count) in stats.counts_by_status {
-        *summary.counts_by_status.entry(status).or_default() += count;
-    }
-    Ok(())
+    Ok(stats)
 }
 
 /// Fills the row counts of `stats` from `records`: per status, drop reasons of dropped rows,

@@ -7,6 +7,8 @@
 //! - [`sharding`]: the input split across processes by registrable domain.
 //! - [`ingest`]: `pipeline ingest`, the steps over shards with atomic commits and resume;
 //!   [`config`]: its TOML settings.
+//! - [`pack`]: `pipeline pack`, a retrieval benchmark (Karpathy-split JSON + image folder) to
+//!   pair shards.
 //! - [`bench`]: `pipeline bench`, one-core throughput of the CPU-bound steps.
 //! - [`shard_dedup`]: `pipeline dedup`, duplicate removal across all shards.
 //! - [`audit`]: checks an output accounts for every input row exactly once.
@@ -21,6 +23,7 @@ pub mod imaging;
 pub mod ingest;
 pub mod inputs;
 pub mod inspect;
+pub mod pack;
 pub mod scoring;
 pub mod seeds;
 pub mod shard_dedup;

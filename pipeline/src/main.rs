@@ -22,6 +22,13 @@ enum Command {
     /// written last; rerunning the same command skips finished shards and redoes unfinished ones.
     /// Prints a JSON summary.
     Ingest(IngestArgs),
+    /// Pack a retrieval benchmark (COCO, Flickr30k) into pair shards for `detector extract`:
+    /// one row per image of the selected splits of a Karpathy-split JSON, in file order, keyed
+    /// by file name, with its first caption and the image re-encoded as ingest does (every image
+    /// kept whatever its size; an unreadable or undecodable one gets a failed row naming its
+    /// file). Shards commit with a stats file written last; a rerun skips finished shards.
+    /// Prints a JSON summary.
+    Pack(PackArgs),
     /// Remove duplicates across all shards of an ingest output (the per-shard pass already ran
     /// in ingest): exact and near-duplicate images keep their best-scored text, texts shared by
     /// too many images are dropped. Writes a new dataset; splits the rewriting across processes
@@ -114,6 +121,66 @@ struct IngestArgs {
     /// special addresses stay refused).
     #[arg(long)]
     allow_loopback: bool,
+}
+
+/// Flags of `pipeline pack`.
+#[derive(clap::Args)]
+struct PackArgs {
+    /// The Karpathy-split JSON (`dataset_coco.json`, `dataset_flickr30k.json`): every image with
+    /// its split, file name, optional folder (`filepath`) and captions.
+    #[arg(long, value_name = "FILE")]
+    karpathy: PathBuf,
+    /// The image root: each image is read from IMAGES/<filepath>/<filename> (COCO: the folder
+    /// holding val2014/ and train2014/; Flickr30k: the folder of the .jpg files).
+    #[arg(long, value_name = "DIR")]
+    images: PathBuf,
+    /// Where the shards go: a local folder or an s3:// gs:// az:// URI. Credentials come from the
+    /// environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...).
+    #[arg(long, value_name = "URI")]
+    output: String,
+    /// Comma-separated splits whose images are packed: train, restval, val, test. Keep it fixed
+    /// across reruns into one output.
+    #[arg(
+        long,
+        value_name = "SPLITS",
+        value_delimiter = ',',
+        default_value = "train,restval,val,test",
+        value_parser = parse_split
+    )]
+    splits: Vec<schemas::karpathy::Split>,
+    /// Images per shard (the unit of resume). Keep it fixed across reruns into one output.
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    rows_per_shard: u32,
+    /// TOML settings (as for ingest) whose `[image]` table sets the re-encoding: max side, JPEG
+    /// quality, decompression-bomb caps, formats. Its minimum size is not applied: benchmark
+    /// images are all kept.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// A `--splits` value.
+fn parse_split(value: &str) -> Result<schemas::karpathy::Split, String> {
+    schemas::karpathy::Split::parse(value)
+        .ok_or_else(|| format!("`{value}` is not train, restval, val or test"))
+}
+
+fn run_pack(args: PackArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let config = load_config(args.config.as_deref())?;
+    let job = pipeline::pack::PackJob {
+        karpathy: args.karpathy,
+        images: args.images,
+        output: args.output,
+        splits: args.splits,
+        rows_per_shard: args.rows_per_shard as usize,
+        image: config.image,
+        progress: true,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let summary = runtime.block_on(pipeline::pack::pack(job))?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }
 
 fn run_ingest(args: IngestArgs) -> anyhow::Result<()> {
@@ -231,6 +298,7 @@ fn main() -> ExitCode {
             config,
         } => run_audit(&inputs, &output, config.as_deref()),
         Command::Ingest(args) => run_ingest(args).map(|()| true),
+        Command::Pack(args) => run_pack(args).map(|()| true),
         Command::Inspect { files } => {
             let mut ok = true;
             for file in files {

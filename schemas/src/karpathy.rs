@@ -16,12 +16,12 @@
 
 use std::collections::HashSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{Result, SchemaError};
 
 /// A split of the Karpathy files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// Training images.
@@ -123,10 +123,7 @@ impl KarpathyDataset {
                     file,
                     row,
                     "split",
-                    format!(
-                        "`{}` is not train, restval, val or test",
-                        image.split
-                    ),
+                    format!("`{}` is not train, restval, val or test", image.split),
                 )
             })?;
             if image.filename.is_empty() {
@@ -228,7 +225,10 @@ mod tests {
                 r#"{"images": [{"split": "test", "sentences": []}]}"#,
                 "f.json: row 0, column `images`: missing field `filename`",
             ),
-            (r#"{"pictures": []}"#, "f.json: json: missing field `images`"),
+            (
+                r#"{"pictures": []}"#,
+                "f.json: json: missing field `images`",
+            ),
         ];
         for (json, expected) in cases {
             let err = KarpathyDataset::parse("f.json", json.as_bytes())
