@@ -47,6 +47,31 @@ pub struct ModelSection {
     pub init_from: Option<PathBuf>,
 }
 
+impl ModelSection {
+    /// The encoder shape: `[model.encoder]` if given, else the `size` preset.
+    pub fn encoder(&self) -> Result<EncoderConfig> {
+        match &self.encoder {
+            Some(encoder) => Ok(encoder.clone()),
+            None => match EncoderConfig::preset(&self.size) {
+                Some(encoder) => Ok(encoder),
+                None => bail!("model.size is `{}`: expected `mini` or `base`", self.size),
+            },
+        }
+    }
+
+    /// Makes relative paths relative to `base` (the config file's folder).
+    pub fn resolve(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.vocab);
+        self.init_hf.as_mut().map(resolve);
+        self.init_from.as_mut().map(resolve);
+    }
+}
+
 impl Default for ModelSection {
     fn default() -> Self {
         Self {
@@ -140,20 +165,11 @@ impl RunConfig {
         let mut config: RunConfig =
             toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let resolve = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        if !config.data.dataset.contains("://") {
-            let mut local = PathBuf::from(&config.data.dataset);
-            resolve(&mut local);
-            config.data.dataset = local.to_string_lossy().into_owned();
+        resolve_location(&mut config.data.dataset, base);
+        if config.train.output.is_relative() {
+            config.train.output = base.join(&config.train.output);
         }
-        resolve(&mut config.train.output);
-        resolve(&mut config.model.vocab);
-        config.model.init_hf.as_mut().map(resolve);
-        config.model.init_from.as_mut().map(resolve);
+        config.model.resolve(base);
         config
             .validate()
             .with_context(|| format!("{}: invalid config", path.display()))?;
@@ -162,16 +178,7 @@ impl RunConfig {
 
     /// The encoder shape: `[model.encoder]` if given, else the `size` preset.
     pub fn encoder(&self) -> Result<EncoderConfig> {
-        match &self.model.encoder {
-            Some(encoder) => Ok(encoder.clone()),
-            None => match EncoderConfig::preset(&self.model.size) {
-                Some(encoder) => Ok(encoder),
-                None => bail!(
-                    "model.size is `{}`: expected `mini` or `base`",
-                    self.model.size
-                ),
-            },
-        }
+        self.model.encoder()
     }
 
     /// Refuses values the run cannot use, naming the key.
@@ -220,12 +227,24 @@ impl RunConfig {
     /// Learning rate at `step` (0-based): linear warm-up, then linear decay to zero.
     pub fn learning_rate(&self, step: u64) -> f64 {
         let t = &self.train;
-        let peak = t.learning_rate;
-        if step < t.warmup_steps {
-            return peak * (step + 1) as f64 / t.warmup_steps as f64;
-        }
-        let decay_steps = (t.steps - t.warmup_steps).max(1) as f64;
-        peak * (1.0 - (step - t.warmup_steps) as f64 / decay_steps).max(0.0)
+        linear_schedule(t.learning_rate, t.warmup_steps, t.steps, step)
+    }
+}
+
+/// Learning rate at `step` (0-based) of `steps`: linear warm-up over `warmup` steps to `peak`,
+/// then linear decay to zero.
+pub fn linear_schedule(peak: f64, warmup: u64, steps: u64, step: u64) -> f64 {
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let decay_steps = (steps - warmup).max(1) as f64;
+    peak * (1.0 - (step - warmup) as f64 / decay_steps).max(0.0)
+}
+
+/// Makes a local dataset path relative to `base` (the config's folder); URIs (`s3://...`) stay.
+pub fn resolve_location(location: &mut String, base: &Path) {
+    if !location.contains("://") && Path::new(location.as_str()).is_relative() {
+        *location = base.join(location.as_str()).to_string_lossy().into_owned();
     }
 }
 

@@ -50,7 +50,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use schemas::pair_shard::{self, Status};
-use schemas::region_features::{self, DetectorInfo, RegionReader, RegionStatus};
+use schemas::region_features::{self, DetectorInfo, RegionReader, RegionRecord, RegionStatus};
 use serde::{Deserialize, Serialize};
 use storage::Location;
 
@@ -200,6 +200,50 @@ impl JoinedPair {
     }
 }
 
+/// One image's regions as the trainer uses them: `f16` features, the paper's 5-d boxes, classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regions {
+    /// Features as stored, `regions × feature_dim`.
+    pub features: Vec<f16>,
+    /// The paper's 5-d box per region.
+    pub boxes: Vec<[f32; 5]>,
+    /// Detector class per region.
+    pub classes: Vec<u32>,
+}
+
+impl Regions {
+    /// The first (most confident) `max_regions` regions of `record`, whose features are
+    /// `feature_dim` long, and whether any were cut.
+    pub fn first(record: RegionRecord, max_regions: usize, feature_dim: usize) -> (Self, bool) {
+        let n = record.boxes.len().min(max_regions);
+        let mut boxes = record.normalized_boxes();
+        boxes.truncate(n);
+        let mut classes = record.class_ids;
+        classes.truncate(n);
+        let mut features = record.features;
+        features.truncate(n * feature_dim);
+        let capped = n < record.boxes.len();
+        (
+            Self {
+                features,
+                boxes,
+                classes,
+            },
+            capped,
+        )
+    }
+
+    /// Number of regions.
+    pub fn len(&self) -> usize {
+        self.boxes.len()
+    }
+
+    /// True when there is no region.
+    pub fn is_empty(&self) -> bool {
+        self.boxes.is_empty()
+    }
+}
+
 /// What became of the rows of one shard pair.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardCounts {
@@ -336,22 +380,14 @@ pub fn read_shard(
             counts.without_regions += 1;
             continue;
         };
-        let n = region.boxes.len().min(limits.max_regions);
-        if n < region.boxes.len() {
-            counts.regions_capped += 1;
-        }
-        let mut boxes = region.normalized_boxes();
-        boxes.truncate(n);
-        let mut classes = region.class_ids;
-        classes.truncate(n);
-        let mut features = region.features;
-        features.truncate(n * dim);
+        let (kept, capped) = Regions::first(region, limits.max_regions, dim);
+        counts.regions_capped += usize::from(capped);
         pairs.push(JoinedPair {
             text_ids: tokenizer.encode(text, limits.max_text_len),
             key: pair.key,
-            region_features: features,
-            region_boxes: boxes,
-            region_classes: classes,
+            region_features: kept.features,
+            region_boxes: kept.boxes,
+            region_classes: kept.classes,
         });
     }
     counts.samples = pairs.len();
@@ -447,7 +483,7 @@ fn splitmix64(mut z: u64) -> u64 {
 }
 
 /// A seed derived from several numbers, stable across platforms and Rust versions.
-fn derive_seed(parts: &[u64]) -> u64 {
+pub(crate) fn derive_seed(parts: &[u64]) -> u64 {
     parts
         .iter()
         .fold(0x1B87_3593_9E37_79B9, |h, &p| splitmix64(h ^ p))

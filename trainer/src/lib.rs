@@ -4,7 +4,8 @@
 //! [`model`] (BERT encoder with HuggingFace loading, ImageBERT and its four heads), [`objectives`]
 //! (the paper's masking and ITM pairing), [`batch`] and [`losses`],
 //! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
-//! [`config`] and [`training`] (`trainer run`). `finetune` and `eval` are not built yet.
+//! [`config`] and [`training`] (the loop of `trainer run` and `trainer finetune`), and
+//! [`retrieval`] (`trainer finetune` and `trainer eval`).
 //! Tokenization is the `wordpiece` crate (shared with `pipeline`).
 
 pub mod batch;
@@ -14,4 +15,5 @@ pub mod data;
 pub mod losses;
 pub mod model;
 pub mod objectives;
+pub mod retrieval;
 pub mod training;

@@ -1,4 +1,4 @@
-//! The `trainer` command line. Stages not built yet are listed in the README.
+//! The `trainer` command line: `run`, `finetune`, `eval`, `doctor`.
 
 use std::process::ExitCode;
 
@@ -28,6 +28,25 @@ enum Command {
         #[arg(long)]
         config: std::path::PathBuf,
     },
+    /// Fine-tune (or resume fine-tuning) for image-text retrieval as a TOML config describes
+    /// (trainer/configs/finetune.toml): Karpathy-split captions joined with their images' region
+    /// shards, the paper's binary / softmax / triplet loss over sampled negatives, optional
+    /// hard-negative mining. Same log, checkpoints and exact resume as `run`.
+    Finetune {
+        /// The fine-tuning config file.
+        #[arg(long)]
+        config: std::path::PathBuf,
+    },
+    /// Evaluate image-text retrieval (TR and IR Recall@1/5/10) of a checkpoint, zero-shot
+    /// (pre-trained) or fine-tuned, under the benchmarks' protocols. Writes report.json and
+    /// report.md to --output; a killed evaluation resumes from its finished score chunks.
+    Eval(trainer::retrieval::eval::EvalArgs),
+}
+
+/// Prints the error with its causes and returns failure.
+fn failed(error: anyhow::Error) -> ExitCode {
+    eprintln!("error: {error:#}");
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
@@ -57,10 +76,47 @@ fn main() -> ExitCode {
                     );
                     ExitCode::SUCCESS
                 }
-                Err(error) => {
-                    eprintln!("error: {error:#}");
-                    ExitCode::FAILURE
+                Err(error) => failed(error),
+            }
+        }
+        Command::Finetune { config } => {
+            let result =
+                trainer::retrieval::finetune::FinetuneConfig::load(&config).and_then(|config| {
+                    trainer::retrieval::finetune::finetune::<backend::Train>(
+                        &config,
+                        &backend::default_device(),
+                    )
+                });
+            match result {
+                Ok(summary) => {
+                    println!(
+                        "finished {} steps (resumed from step {}); last: {}",
+                        summary.steps,
+                        summary.resumed_from,
+                        summary
+                            .last
+                            .map(|l| format!(
+                                "loss {:.4} group accuracy {:.3}",
+                                l.loss, l.group_accuracy
+                            ))
+                            .unwrap_or_else(|| "no step run".to_owned())
+                    );
+                    ExitCode::SUCCESS
                 }
+                Err(error) => failed(error),
+            }
+        }
+        Command::Eval(args) => {
+            match trainer::retrieval::eval::run_eval::<backend::Compute>(
+                &args,
+                &backend::default_device(),
+            ) {
+                Ok(report) => {
+                    print!("{}", report.markdown());
+                    println!("report: {}", args.output.join("report.md").display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failed(error),
             }
         }
     }

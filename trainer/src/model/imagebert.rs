@@ -154,30 +154,65 @@ impl<B: Backend> ImageBert<B> {
         }
     }
 
-    /// Embeds text and regions, runs the encoder and returns its `[batch, text+regions, hidden]`
-    /// output.
-    pub fn encode(&self, input: &ImageBertInput<B>) -> Tensor<B, 3> {
-        let [batch, text_len] = input.text_ids.dims();
-        let [_, regions, _] = input.region_features.dims();
-        let device = input.text_ids.device();
+    /// Text-token embeddings `[batch, text_len, hidden]` of `[CLS] text [SEP]` ids (positions
+    /// 0, 1, 2, ..., text segment).
+    pub fn embed_text(&self, ids: Tensor<B, 2, Int>) -> Tensor<B, 3> {
+        let [batch, text_len] = ids.dims();
+        let device = ids.device();
         let positions = Tensor::<B, 1, Int>::arange(0..text_len as i64, &device)
             .reshape([1, text_len])
             .repeat_dim(0, batch);
         let segments = Tensor::<B, 2, Int>::full([batch, text_len], TEXT_SEGMENT, &device);
-        let text = self
-            .text
-            .finish(self.text.sum(input.text_ids.clone(), positions, segments));
+        self.text.finish(self.text.sum(ids, positions, segments))
+    }
 
+    /// Region-token embeddings `[batch, regions, hidden]` from features `[batch, regions,
+    /// feature_dim]` and 5-d boxes `[batch, regions, 5]` (image segment, the one shared position).
+    pub fn embed_regions(&self, features: Tensor<B, 3>, boxes: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, regions, _] = features.dims();
+        let device = features.device();
         let shared = |id: i64| Tensor::<B, 2, Int>::full([batch, regions], id, &device);
-        let image = self.image.feature.forward(input.region_features.clone())
-            + self.image.location.forward(input.region_boxes.clone())
+        let image = self.image.feature.forward(features)
+            + self.image.location.forward(boxes)
             + self.text.segment.forward(shared(IMAGE_SEGMENT))
             + self.text.position.forward(shared(IMAGE_POSITION));
-        let image = self.text.dropout.forward(self.image.norm.forward(image));
+        self.text.dropout.forward(self.image.norm.forward(image))
+    }
 
-        let x = Tensor::cat(vec![text, image], 1);
-        let mask = Tensor::cat(vec![input.text_mask.clone(), input.region_mask.clone()], 1);
+    /// Runs the encoder over already embedded text `[batch, text_len, hidden]` and regions
+    /// `[batch, regions, hidden]` with their 1/0 masks; returns `[batch, text+regions, hidden]`.
+    /// Retrieval embeds each caption and image once and pairs them here many times.
+    pub fn encode_embedded(
+        &self,
+        text: Tensor<B, 3>,
+        text_mask: Tensor<B, 2>,
+        regions: Tensor<B, 3>,
+        region_mask: Tensor<B, 2>,
+    ) -> Tensor<B, 3> {
+        let x = Tensor::cat(vec![text, regions], 1);
+        let mask = Tensor::cat(vec![text_mask, region_mask], 1);
         self.encoder.forward(x, mask)
+    }
+
+    /// Embeds text and regions, runs the encoder and returns its `[batch, text+regions, hidden]`
+    /// output.
+    pub fn encode(&self, input: &ImageBertInput<B>) -> Tensor<B, 3> {
+        self.encode_embedded(
+            self.embed_text(input.text_ids.clone()),
+            input.text_mask.clone(),
+            self.embed_regions(input.region_features.clone(), input.region_boxes.clone()),
+            input.region_mask.clone(),
+        )
+    }
+
+    /// The ITM (matching) logit `[batch]` from the encoder output: pooler over `[CLS]`, then the
+    /// ITM layer. Fine-tuning and retrieval scoring use it as the pair's score.
+    pub fn match_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 1> {
+        let [batch, _, h] = hidden.dims();
+        let cls = hidden.slice([0..batch, 0..1, 0..h]).reshape([batch, h]);
+        self.itm
+            .forward(self.pooler.forward(cls).tanh())
+            .reshape([batch])
     }
 
     /// Full forward: encoder plus the four heads.
@@ -187,7 +222,7 @@ impl<B: Backend> ImageBert<B> {
         let [_, seq, h] = hidden.dims();
         let text = hidden.clone().slice([0..batch, 0..text_len, 0..h]);
         let regions = hidden.clone().slice([0..batch, text_len..seq, 0..h]);
-        let cls = hidden.slice([0..batch, 0..1, 0..h]).reshape([batch, h]);
+        let itm_logits = self.match_logits(hidden);
 
         let word_table = self.text.word.weight.val(); // [vocab, hidden]
         let mlm_logits = self
@@ -201,8 +236,6 @@ impl<B: Backend> ImageBert<B> {
         let mrfr_features = self
             .mrfr_regressor
             .forward(self.mrfr_transform.forward(regions));
-        let pooled = self.pooler.forward(cls).tanh();
-        let itm_logits = self.itm.forward(pooled).reshape([batch]);
         ImageBertOutput {
             mlm_logits,
             moc_logits,
