@@ -5,10 +5,11 @@
 //! (the paper's masking and ITM pairing), [`batch`] and [`losses`],
 //! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
 //! [`config`] and [`training`] (the loop of `trainer run` and `trainer finetune`), and
-//! [`retrieval`] (`trainer finetune` and `trainer eval`).
+//! [`retrieval`] (`trainer finetune` and `trainer eval`), and [`bench`] (`trainer bench`).
 //! Tokenization is the `wordpiece` crate (shared with `pipeline`).
 
 pub mod batch;
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -49,6 +49,24 @@ pub struct PretrainLosses<B: Backend> {
     pub itm: Tensor<B, 1>,
     /// The weighted sum that is back-propagated.
     pub total: Tensor<B, 1>,
+    /// Share of MLM targets predicted right (arg-max), for the log.
+    pub mlm_accuracy: Tensor<B, 1>,
+    /// Share of MOC targets predicted right (arg-max), for the log.
+    pub moc_accuracy: Tensor<B, 1>,
+    /// Share of pairs whose ITM logit has the label's sign, for the log.
+    pub itm_accuracy: Tensor<B, 1>,
+}
+
+/// Share of the labels that are not ignored whose arg-max over `logits [batch, n, classes]` is
+/// right (0 when there are none).
+pub fn masked_accuracy<B: Backend>(
+    logits: Tensor<B, 3>,
+    labels: Tensor<B, 2, Int>,
+) -> Tensor<B, 1> {
+    let weights = labels.clone().greater_equal_elem(0).float();
+    let predicted = logits.argmax(2).squeeze_dim::<2>(2);
+    let hits = predicted.equal(labels).float() * weights.clone();
+    hits.sum() / weights.sum().clamp_min(1.0)
 }
 
 /// Cross-entropy of `logits [batch, n, classes]` against `labels [batch, n]`, averaged over the
@@ -70,6 +88,16 @@ pub fn pretrain_losses<B: Backend>(
     targets: PretrainTargets<B>,
     weights: &LossWeights,
 ) -> PretrainLosses<B> {
+    let mlm_accuracy = masked_accuracy(output.mlm_logits.clone(), targets.mlm_labels.clone());
+    let moc_accuracy = masked_accuracy(output.moc_logits.clone(), targets.moc_labels.clone());
+    let itm_accuracy = output
+        .itm_logits
+        .clone()
+        .greater_elem(0.0)
+        .float()
+        .equal(targets.itm_labels.clone())
+        .float()
+        .mean();
     let mlm = masked_cross_entropy(output.mlm_logits, targets.mlm_labels);
     let moc = masked_cross_entropy(output.moc_logits, targets.moc_labels);
 
@@ -97,5 +125,40 @@ pub fn pretrain_losses<B: Backend>(
         mrfr,
         itm,
         total,
+        mlm_accuracy,
+        moc_accuracy,
+        itm_accuracy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::tensor::TensorData;
+
+    use super::*;
+    use crate::objectives::IGNORE;
+
+    type B = backend::Compute;
+
+    #[test]
+    fn accuracy_counts_only_labelled_positions() {
+        let device = Default::default();
+        // Two rows of two positions over three classes; arg-maxes: [2, 0], [1, 1].
+        let logits = Tensor::<B, 3>::from_data(
+            TensorData::new(
+                vec![
+                    0.1f32, 0.2, 0.9, 0.8, 0.1, 0.1, 0.0, 0.5, 0.4, 0.3, 0.6, 0.1,
+                ],
+                [2, 2, 3],
+            ),
+            &device,
+        );
+        // Right, ignored, wrong, right: 2 of 3.
+        let labels =
+            Tensor::<B, 2, Int>::from_data(TensorData::new(vec![2, IGNORE, 0, 1], [2, 2]), &device);
+        let accuracy = masked_accuracy(logits.clone(), labels).into_scalar();
+        assert!((accuracy - 2.0 / 3.0).abs() < 1e-6, "{accuracy}");
+        let none = Tensor::<B, 2, Int>::full([2, 2], IGNORE, &device);
+        assert_eq!(masked_accuracy(logits, none).into_scalar(), 0.0);
     }
 }

@@ -41,6 +41,10 @@ enum Command {
     /// (pre-trained) or fine-tuned, under the benchmarks' protocols. Writes report.json and
     /// report.md to --output; a killed evaluation resumes from its finished score chunks.
     Eval(trainer::retrieval::eval::EvalArgs),
+    /// Measure speed at the paper's shapes on synthetic inputs: retrieval pairs scored per
+    /// second (extrapolated to the COCO 1k and 5k protocols, beside UNITER's 2-3 h on 8 V100)
+    /// and pre-training samples per second, for each model size. Prints a table and JSON.
+    Bench(trainer::bench::BenchArgs),
 }
 
 /// Prints the error with its causes and returns failure.
@@ -101,6 +105,23 @@ fn main() -> ExitCode {
                             ))
                             .unwrap_or_else(|| "no step run".to_owned())
                     );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => failed(error),
+            }
+        }
+        Command::Bench(args) => {
+            let device = backend::default_device();
+            let rows = args
+                .models
+                .iter()
+                .map(|size| trainer::bench::bench_model::<backend::Train>(&args, size, &device))
+                .collect::<anyhow::Result<Vec<_>>>();
+            match rows {
+                Ok(rows) => {
+                    let name = trainer::bench::device_name::<backend::Compute>(&device);
+                    print!("{}", trainer::bench::table(&rows, &name, &args));
+                    println!("{}", serde_json::json!({ "device": name, "rows": rows }));
                     ExitCode::SUCCESS
                 }
                 Err(error) => failed(error),

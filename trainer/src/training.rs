@@ -286,6 +286,15 @@ pub struct StepLog {
     pub mrfr: f32,
     /// ITM loss.
     pub itm: f32,
+    /// Share of MLM targets predicted right.
+    #[serde(default)]
+    pub mlm_accuracy: f32,
+    /// Share of MOC targets predicted right.
+    #[serde(default)]
+    pub moc_accuracy: f32,
+    /// Share of ITM pairs classified right.
+    #[serde(default)]
+    pub itm_accuracy: f32,
     /// Learning rate used.
     pub lr: f64,
     /// Samples in the batch.
@@ -307,7 +316,10 @@ impl LogLine for StepLog {
         self.samples_per_s = self.samples as f64 * steps_per_s;
     }
     fn summary(&self) -> String {
-        format!("loss {:.3}  itm {:.3}", self.loss, self.itm)
+        format!(
+            "loss {:.3}  mlm acc {:.2}  itm acc {:.2}",
+            self.loss, self.mlm_accuracy, self.itm_accuracy
+        )
     }
 }
 
@@ -409,6 +421,9 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
             moc: scalar(&losses.moc),
             mrfr: scalar(&losses.mrfr),
             itm: scalar(&losses.itm),
+            mlm_accuracy: scalar(&losses.mlm_accuracy),
+            moc_accuracy: scalar(&losses.moc_accuracy),
+            itm_accuracy: scalar(&losses.itm_accuracy),
             lr,
             samples: samples.len(),
             tokens,

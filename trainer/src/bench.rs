@@ -1,0 +1,313 @@
+//! `trainer bench`: how fast this build scores retrieval pairs and takes pre-training steps, at
+//! the paper's shapes (44 text tokens, 100 regions of 2048-d BUTD features, 1601 classes) on
+//! synthetic inputs (speed does not depend on the values), for `mini` and `base`.
+//!
+//! Retrieval: pairs scored per second by the cross-encoder with embeddings reused (as `trainer
+//! eval` does; embedding each item once is left out, it is N + M against N × M), extrapolated to
+//! the full COCO 1k protocol (5 folds × 1k images × 5k captions = 25M pairs) and COCO 5k (5k ×
+//! 25k = 125M pairs), beside UNITER's reported 2-3 hours on 8 V100 for COCO 5k.
+//! Pre-training: samples per second of a whole step (four heads, backward, Adam).
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use half::f16;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use schemas::region_features::DetectorInfo;
+use serde::Serialize;
+
+use crate::batch::{PretrainSample, build_pretrain_batch};
+use crate::data::Regions;
+use crate::losses::{LossWeights, pretrain_losses};
+use crate::model::config::EncoderConfig;
+use crate::model::imagebert::{ImageBert, ImageBertConfig};
+use crate::objectives::MaskingConfig;
+use crate::retrieval::data::{RetrievalCaption, RetrievalImage, RetrievalSet};
+use crate::retrieval::scoring::EmbeddedSet;
+
+/// Pairs of the full COCO 1k protocol: 5 folds of 1,000 images × 5,000 captions.
+pub const COCO_1K_PAIRS: f64 = 5.0 * 1000.0 * 5000.0;
+/// Pairs of the COCO 5k protocol: 5,000 images × 25,000 captions.
+pub const COCO_5K_PAIRS: f64 = 5000.0 * 25000.0;
+/// Candidates per query of the reranked estimate (`trainer eval --rerank 20`).
+pub const RERANK_K: f64 = 20.0;
+/// Queries of COCO 5k: 5,000 images (text retrieval) and 25,000 captions (image retrieval).
+pub const COCO_5K_QUERIES: f64 = 5000.0 + 25000.0;
+/// UNITER's reported wall-clock hours for COCO 5k on 8 V100 (midpoint of 2-3 h).
+pub const UNITER_COCO_5K_HOURS: f64 = 2.5;
+
+/// `trainer bench`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Model sizes to measure, comma-separated (mini, base).
+    #[arg(long, value_delimiter = ',', default_value = "mini,base")]
+    pub models: Vec<String>,
+    /// (image, caption) pairs per encoder call when scoring.
+    #[arg(long, default_value_t = 32)]
+    pub pair_batch: usize,
+    /// Samples per pre-training step (the paper: 48; small by default for CPUs).
+    #[arg(long, default_value_t = 8)]
+    pub train_batch: usize,
+    /// Text tokens per sample, [CLS]/[SEP] included (the paper: 44).
+    #[arg(long, default_value_t = 44)]
+    pub text_len: usize,
+    /// Regions per image (the paper: 100).
+    #[arg(long, default_value_t = 100)]
+    pub regions: usize,
+    /// Region feature length (BUTD: 2048).
+    #[arg(long, default_value_t = 2048)]
+    pub feature_dim: usize,
+    /// Detector classes, the MOC head's size (BUTD: 1601).
+    #[arg(long, default_value_t = 1601)]
+    pub classes: usize,
+    /// Seconds to measure each figure for (after one warm-up call).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Measure retrieval scoring only.
+    #[arg(long)]
+    pub skip_train: bool,
+}
+
+/// One model's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// `mini` or `base`.
+    pub model: String,
+    /// Pairs scored per second.
+    pub pairs_per_s: f64,
+    /// Seconds of the first scoring call (kernel compilation, allocation).
+    pub first_call_s: f64,
+    /// Extrapolated hours for the full COCO 1k protocol.
+    pub coco_1k_hours: f64,
+    /// Extrapolated hours for COCO 5k.
+    pub coco_5k_hours: f64,
+    /// Extrapolated hours for COCO 5k with `--rerank 20`: 20 full-model pairs per query, plus
+    /// one single-modality pass per image and caption for the first stage (counted as one pair
+    /// each; a single-modality pass is shorter than a pair).
+    pub coco_5k_rerank_20_hours: f64,
+    /// Pre-training samples per second (absent with `--skip-train`).
+    pub train_samples_per_s: Option<f64>,
+}
+
+/// A deterministic pseudo-random value in [0, 1).
+fn value(rng: &mut u64) -> f32 {
+    *rng = rng
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (*rng >> 40) as f32 / (1u64 << 24) as f32
+}
+
+fn synthetic_sample(args: &BenchArgs, vocab: usize, seed: u64) -> PretrainSample {
+    let mut rng = seed.wrapping_add(1);
+    let mut ids = vec![101u32];
+    ids.extend(
+        (0..args.text_len - 2).map(|_| 1000 + (value(&mut rng) * (vocab - 1000) as f32) as u32),
+    );
+    ids.push(102);
+    PretrainSample {
+        text_ids: ids,
+        region_features: (0..args.regions * args.feature_dim)
+            .map(|_| value(&mut rng) * 4.0)
+            .collect(),
+        region_boxes: (0..args.regions)
+            .map(|_| {
+                let (x, y) = (value(&mut rng) * 0.5, value(&mut rng) * 0.5);
+                let (w, h) = (0.1 + value(&mut rng) * 0.4, 0.1 + value(&mut rng) * 0.4);
+                [x, y, x + w, y + h, w * h]
+            })
+            .collect(),
+        region_classes: (0..args.regions)
+            .map(|_| (value(&mut rng) * args.classes as f32) as u32)
+            .collect(),
+    }
+}
+
+/// Median seconds per call of `f` after one warm-up call, measured for about `seconds`; also
+/// the warm-up call's seconds.
+fn time_calls(seconds: f64, mut f: impl FnMut()) -> (f64, f64) {
+    let started = Instant::now();
+    f();
+    let first = started.elapsed().as_secs_f64();
+    let mut times = Vec::new();
+    let started = Instant::now();
+    while times.len() < 2 || started.elapsed().as_secs_f64() < seconds {
+        let call = Instant::now();
+        f();
+        times.push(call.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[times.len() / 2], first)
+}
+
+/// Measures one model size on backend `B`.
+pub fn bench_model<B: AutodiffBackend>(
+    args: &BenchArgs,
+    size: &str,
+    device: &B::Device,
+) -> Result<BenchRow> {
+    let Some(encoder) = EncoderConfig::preset(size) else {
+        bail!("--models: `{size}` is not mini or base");
+    };
+    if args.text_len < 2 || args.regions == 0 || args.pair_batch == 0 || args.train_batch == 0 {
+        bail!("--text-len must be at least 2; --regions, --pair-batch and --train-batch positive");
+    }
+    let config = ImageBertConfig {
+        region_feature_dim: args.feature_dim,
+        num_object_classes: args.classes,
+        encoder,
+    };
+    let vocab = config.encoder.vocab_size;
+    let samples: Vec<PretrainSample> = (0..args.pair_batch.max(args.train_batch))
+        .map(|i| synthetic_sample(args, vocab, i as u64))
+        .collect();
+
+    let model = ImageBert::<B::InnerBackend>::init(&config, device);
+    let set = RetrievalSet {
+        detector: DetectorInfo {
+            name: "synthetic".into(),
+            version: "0".into(),
+            feature_dim: args.feature_dim,
+            num_classes: args.classes,
+            num_attributes: None,
+        },
+        images: samples[..args.pair_batch]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RetrievalImage {
+                key: i.to_string(),
+                regions: Regions {
+                    features: s
+                        .region_features
+                        .iter()
+                        .map(|&v| f16::from_f32(v))
+                        .collect(),
+                    boxes: s.region_boxes.clone(),
+                    classes: s.region_classes.clone(),
+                },
+            })
+            .collect(),
+        captions: samples[..args.pair_batch]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| RetrievalCaption {
+                image: i,
+                text_ids: s.text_ids.clone(),
+            })
+            .collect(),
+        digest: String::new(),
+    };
+    let embedded = EmbeddedSet::new(&model, &set, 0, device);
+    // Every image with a different caption: a realistic gather, all pairs distinct.
+    let pairs: Vec<(usize, usize)> = (0..args.pair_batch)
+        .map(|i| (i, (i * 7 + 3) % args.pair_batch))
+        .collect();
+    let (per_call, first_call_s) = time_calls(args.seconds, || {
+        embedded.score(&model, &pairs, args.pair_batch);
+    });
+    let pairs_per_s = args.pair_batch as f64 / per_call;
+
+    let train_samples_per_s = if args.skip_train {
+        None
+    } else {
+        let mut model = ImageBert::<B>::init(&config, device);
+        let mut optimizer = AdamConfig::new().init::<B, ImageBert<B>>();
+        let special = wordpiece::SpecialTokens {
+            pad: 0,
+            unk: 100,
+            cls: 101,
+            sep: 102,
+            mask: 103,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let batch = &samples[..args.train_batch];
+        let (per_step, _) = time_calls(args.seconds, || {
+            let (input, targets) = build_pretrain_batch::<B>(
+                batch,
+                args.feature_dim,
+                special,
+                vocab,
+                &MaskingConfig::default(),
+                &mut rng,
+                device,
+            );
+            let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+            let gradients = GradientsParams::from_grads(losses.total.backward(), &model);
+            model = optimizer.step(1e-4, model.clone(), gradients);
+        });
+        Some(args.train_batch as f64 / per_step)
+    };
+    Ok(BenchRow {
+        model: size.to_owned(),
+        pairs_per_s,
+        first_call_s,
+        coco_1k_hours: COCO_1K_PAIRS / pairs_per_s / 3600.0,
+        coco_5k_hours: COCO_5K_PAIRS / pairs_per_s / 3600.0,
+        coco_5k_rerank_20_hours: COCO_5K_QUERIES * (RERANK_K + 1.0) / pairs_per_s / 3600.0,
+        train_samples_per_s,
+    })
+}
+
+/// The table `trainer bench` prints.
+pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
+    let mut out = format!(
+        "device: {device}; {} text + {} regions of {}-d; pair batch {}, train batch {}\n\n\
+         | model | pairs/s | first call s | COCO 1k hours | COCO 5k hours | COCO 5k hours / UNITER's {UNITER_COCO_5K_HOURS} h on 8 V100 | COCO 5k --rerank 20 hours | train samples/s |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        args.text_len, args.regions, args.feature_dim, args.pair_batch, args.train_batch
+    );
+    for row in rows {
+        out += &format!(
+            "| {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} |\n",
+            row.model,
+            row.pairs_per_s,
+            row.first_call_s,
+            row.coco_1k_hours,
+            row.coco_5k_hours,
+            row.coco_5k_hours / UNITER_COCO_5K_HOURS,
+            row.coco_5k_rerank_20_hours,
+            row.train_samples_per_s
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    out
+}
+
+/// `B::Device`'s description for the table.
+pub fn device_name<B: Backend>(device: &B::Device) -> String {
+    format!("{} {device:?}", B::name(device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_both_figures_and_extrapolates_from_the_rate() {
+        let args = BenchArgs {
+            models: vec!["mini".into()],
+            pair_batch: 2,
+            train_batch: 2,
+            text_len: 5,
+            regions: 3,
+            feature_dim: 8,
+            classes: 4,
+            seconds: 0.0,
+            skip_train: false,
+        };
+        let device = backend::default_device();
+        let row = bench_model::<backend::Train>(&args, "mini", &device).unwrap();
+        assert!(row.pairs_per_s.is_finite() && row.pairs_per_s > 0.0);
+        let hours = COCO_5K_PAIRS / row.pairs_per_s / 3600.0;
+        assert!((row.coco_5k_hours - hours).abs() < 1e-9 * hours);
+        assert!(row.coco_5k_rerank_20_hours < row.coco_5k_hours);
+        assert!(row.train_samples_per_s.is_some_and(|s| s > 0.0));
+        let table = table(&[row], "cpu", &args);
+        assert!(table.contains("| mini |"), "{table}");
+        let err = bench_model::<backend::Train>(&args, "huge", &device).unwrap_err();
+        assert!(err.to_string().contains("`huge` is not mini or base"));
+    }
+}
