@@ -5,7 +5,8 @@
 //! (the paper's masking and ITM pairing), [`batch`] and [`losses`],
 //! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
 //! [`config`] and [`training`] (the loop of `trainer run` and `trainer finetune`), and
-//! [`retrieval`] (`trainer finetune` and `trainer eval`), and [`bench`] (`trainer bench`).
+//! [`retrieval`] (`trainer finetune` and `trainer eval`), [`bench`] (`trainer bench`) and
+//! [`report`] (`trainer report`).
 //! Tokenization is the `wordpiece` crate (shared with `pipeline`).
 
 pub mod batch;
@@ -16,5 +17,6 @@ pub mod data;
 pub mod losses;
 pub mod model;
 pub mod objectives;
+pub mod report;
 pub mod retrieval;
 pub mod training;

@@ -45,6 +45,10 @@ enum Command {
     /// second (extrapolated to the COCO 1k and 5k protocols, beside UNITER's 2-3 h on 8 V100)
     /// and pre-training samples per second, for each model size. Prints a table and JSON.
     Bench(trainer::bench::BenchArgs),
+    /// Write one Markdown page for a whole run: a PNG loss curve per training stage (from each
+    /// log.jsonl) and the recall table of the evaluations (from each report.json) beside chance.
+    /// Prints the page's path.
+    Report(trainer::report::ReportArgs),
 }
 
 /// Prints the error with its causes and returns failure.
@@ -127,6 +131,13 @@ fn main() -> ExitCode {
                 Err(error) => failed(error),
             }
         }
+        Command::Report(args) => match trainer::report::write_report(&args) {
+            Ok(path) => {
+                println!("report: {}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => failed(error),
+        },
         Command::Eval(args) => {
             match trainer::retrieval::eval::run_eval::<backend::Compute>(
                 &args,

@@ -48,7 +48,13 @@ fn write_split(path: &Path, split: &str, range: std::ops::Range<usize>) {
 fn photos() -> &'static Photos {
     static PHOTOS: OnceLock<Photos> = OnceLock::new();
     PHOTOS.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap().keep();
+        // Shared by the tests of this run and left for inspection; the next run clears it. Each
+        // test removes its own (large) checkpoint folders when it passes.
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("retrieval-photos");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
+        std::fs::create_dir_all(&dir).unwrap();
         let train_json = dir.join("train.json");
         let test_json = dir.join("test.json");
         write_split(&train_json, "train", 0..3);
@@ -190,6 +196,13 @@ fn evaluate(args: &EvalArgs) -> EvalReport {
     run_eval::<backend::Compute>(args, &backend::default_device()).unwrap()
 }
 
+/// Removes the folders `names` of the shared test folder (checkpoints are large).
+fn clean(names: &[&str]) {
+    for name in names {
+        let _ = std::fs::remove_dir_all(photos().dir.join(name));
+    }
+}
+
 fn read_log(dir: &Path) -> Vec<FinetuneLog> {
     std::fs::read_to_string(dir.join("log.jsonl"))
         .unwrap()
@@ -237,6 +250,7 @@ fn finetuning_lifts_recall_well_above_zero_shot_and_chance() {
     assert!(tuned.recall.text_retrieval.r1 > 3.0 * tuned.chance.text_retrieval.r1);
     let markdown = std::fs::read_to_string(photos.dir.join("eval-finetuned/report.md")).unwrap();
     assert!(markdown.contains("| chance |"), "{markdown}");
+    clean(&["finetune-binary"]);
 }
 
 /// Mean loss of the first and the last `n` steps of a log.
@@ -262,6 +276,7 @@ fn all_three_losses_train() {
         let (first, last) = loss_ends(&log, 5);
         eprintln!("{loss}: loss {first:.3} -> {last:.3}");
         assert!(last < 0.6 * first, "{loss}: loss {first} -> {last}");
+        clean(&[&name]);
     }
 }
 
@@ -306,6 +321,7 @@ fn finetuning_with_hard_negatives_resumes_exactly() {
     let whole_log = without_speed("resume-whole");
     assert_eq!(whole_log.len(), 8);
     assert_eq!(whole_log, without_speed("resume-crashed"));
+    clean(&["resume-whole", "resume-crashed"]);
 }
 
 #[test]
