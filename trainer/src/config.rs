@@ -190,21 +190,7 @@ impl RunConfig {
             .validate()
             .map_err(|e| anyhow::anyhow!("masking.{e}"))?;
         let t = &self.train;
-        let checks = [
-            (t.steps == 0, "train.steps must be positive"),
-            (t.batch_size == 0, "train.batch_size must be positive"),
-            (
-                t.checkpoint_every == 0,
-                "train.checkpoint_every must be positive",
-            ),
-            (
-                t.learning_rate.is_nan() || t.learning_rate <= 0.0,
-                "train.learning_rate must be positive",
-            ),
-            (
-                t.warmup_steps > t.steps,
-                "train.warmup_steps must not exceed train.steps",
-            ),
+        let data = [
             (
                 self.data.max_text_len < 2,
                 "data.max_text_len must be at least 2",
@@ -218,16 +204,58 @@ impl RunConfig {
                 "train.max_tokens must hold one full sample (data.max_text_len + data.max_regions)",
             ),
         ];
-        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
-            bail!("{message}");
-        }
-        Ok(())
+        refuse_first(
+            schedule_checks(
+                t.steps,
+                t.batch_size,
+                t.checkpoint_every,
+                t.learning_rate,
+                t.warmup_steps,
+            )
+            .into_iter()
+            .chain(data),
+        )
     }
 
     /// Learning rate at `step` (0-based): linear warm-up, then linear decay to zero.
     pub fn learning_rate(&self, step: u64) -> f64 {
         let t = &self.train;
         linear_schedule(t.learning_rate, t.warmup_steps, t.steps, step)
+    }
+}
+
+/// The checks of the `[train]` keys every training config has, as (fails, message naming the
+/// key).
+pub fn schedule_checks(
+    steps: u64,
+    batch_size: usize,
+    checkpoint_every: u64,
+    learning_rate: f64,
+    warmup_steps: u64,
+) -> [(bool, &'static str); 5] {
+    [
+        (steps == 0, "train.steps must be positive"),
+        (batch_size == 0, "train.batch_size must be positive"),
+        (
+            checkpoint_every == 0,
+            "train.checkpoint_every must be positive",
+        ),
+        (
+            learning_rate.is_nan() || learning_rate <= 0.0,
+            "train.learning_rate must be positive",
+        ),
+        (
+            warmup_steps > steps,
+            "train.warmup_steps must not exceed train.steps",
+        ),
+    ]
+}
+
+/// Fails with the message of the first check that fails.
+pub fn refuse_first(checks: impl IntoIterator<Item = (bool, &'static str)>) -> Result<()> {
+    match checks.into_iter().find(|(bad, _)| *bad) {
+        Some((_, message)) => bail!("{message}"),
+        None => Ok(()),
     }
 }
 

@@ -57,6 +57,19 @@ fn failed(error: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Prints a finished training loop's summary, or the error.
+fn finished<L: trainer::training::LogLine>(
+    result: anyhow::Result<trainer::training::LoopSummary<L>>,
+) -> ExitCode {
+    match result {
+        Ok(summary) => {
+            println!("{}", summary.describe());
+            ExitCode::SUCCESS
+        }
+        Err(error) => failed(error),
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -64,56 +77,17 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Doctor(args) => backend::doctor(&args),
-        Command::Run { config } => {
-            let result = trainer::config::RunConfig::load(&config).and_then(|config| {
-                trainer::training::run::<backend::Train>(&config, &backend::default_device())
-            });
-            match result {
-                Ok(summary) => {
-                    println!(
-                        "finished {} steps (resumed from step {}); last: {}",
-                        summary.steps,
-                        summary.resumed_from,
-                        summary
-                            .last
-                            .map(|l| format!(
-                                "loss {:.4} mlm {:.4} moc {:.4} mrfr {:.4} itm {:.4}",
-                                l.loss, l.mlm, l.moc, l.mrfr, l.itm
-                            ))
-                            .unwrap_or_else(|| "no step run".to_owned())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(error) => failed(error),
-            }
-        }
-        Command::Finetune { config } => {
-            let result =
-                trainer::retrieval::finetune::FinetuneConfig::load(&config).and_then(|config| {
-                    trainer::retrieval::finetune::finetune::<backend::Train>(
-                        &config,
-                        &backend::default_device(),
-                    )
-                });
-            match result {
-                Ok(summary) => {
-                    println!(
-                        "finished {} steps (resumed from step {}); last: {}",
-                        summary.steps,
-                        summary.resumed_from,
-                        summary
-                            .last
-                            .map(|l| format!(
-                                "loss {:.4} group accuracy {:.3}",
-                                l.loss, l.group_accuracy
-                            ))
-                            .unwrap_or_else(|| "no step run".to_owned())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(error) => failed(error),
-            }
-        }
+        Command::Run { config } => finished(trainer::config::RunConfig::load(&config).and_then(
+            |config| trainer::training::run::<backend::Train>(&config, &backend::default_device()),
+        )),
+        Command::Finetune { config } => finished(
+            trainer::retrieval::finetune::FinetuneConfig::load(&config).and_then(|config| {
+                trainer::retrieval::finetune::finetune::<backend::Train>(
+                    &config,
+                    &backend::default_device(),
+                )
+            }),
+        ),
         Command::Bench(args) => {
             let device = backend::default_device();
             let rows = args

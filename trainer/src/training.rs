@@ -115,6 +115,21 @@ pub struct LoopSummary<L> {
     pub last: Option<L>,
 }
 
+impl<L: LogLine> LoopSummary<L> {
+    /// One line for the terminal: steps done, where the run resumed, the last step's figures.
+    pub fn describe(&self) -> String {
+        format!(
+            "finished {} steps (resumed from step {}); last: {}",
+            self.steps,
+            self.resumed_from,
+            self.last
+                .as_ref()
+                .map(LogLine::summary)
+                .unwrap_or_else(|| "no step run".to_owned())
+        )
+    }
+}
+
 /// Keeps the log lines up to `step` and drops later ones (written after the last checkpoint).
 fn truncate_log<L: LogLine>(path: &Path, step: u64) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(path) else {

@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::backend::AutodiffBackend;
@@ -30,7 +30,9 @@ use schemas::karpathy::Split;
 use serde::{Deserialize, Serialize};
 
 use super::data::{RetrievalSet, RetrievalSource};
-use crate::config::{ModelSection, linear_schedule, resolve_location};
+use crate::config::{
+    ModelSection, linear_schedule, refuse_first, resolve_location, schedule_checks,
+};
 use crate::data::{DEFAULT_MAX_REGIONS, DEFAULT_MAX_TEXT_LEN, DataLimits, derive_seed};
 use crate::model::imagebert::{ImageBert, ImageBertConfig};
 use crate::training::{
@@ -191,21 +193,7 @@ impl FinetuneConfig {
     pub fn validate(&self) -> Result<()> {
         self.model.encoder()?;
         let (t, o, d) = (&self.train, &self.objective, &self.data);
-        let checks = [
-            (t.steps == 0, "train.steps must be positive"),
-            (t.batch_size == 0, "train.batch_size must be positive"),
-            (
-                t.checkpoint_every == 0,
-                "train.checkpoint_every must be positive",
-            ),
-            (
-                t.learning_rate.is_nan() || t.learning_rate <= 0.0,
-                "train.learning_rate must be positive",
-            ),
-            (
-                t.warmup_steps > t.steps,
-                "train.warmup_steps must not exceed train.steps",
-            ),
+        let rest = [
             (
                 o.group_size < 2,
                 "objective.group_size must be at least 2 (a positive and a negative)",
@@ -225,10 +213,17 @@ impl FinetuneConfig {
             (d.max_text_len < 2, "data.max_text_len must be at least 2"),
             (d.max_regions == 0, "data.max_regions must be positive"),
         ];
-        if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
-            bail!("{message}");
-        }
-        Ok(())
+        refuse_first(
+            schedule_checks(
+                t.steps,
+                t.batch_size,
+                t.checkpoint_every,
+                t.learning_rate,
+                t.warmup_steps,
+            )
+            .into_iter()
+            .chain(rest),
+        )
     }
 
     /// The retrieval data this run trains on.
