@@ -207,38 +207,74 @@ impl RetrievalSet {
     }
 
     /// Model input for `(image, caption)` index pairs, padded to the longest caption and the
-    /// most regions among them, or to `at_least` (text length, regions) when that is more.
+    /// most regions among them.
     pub fn pair_input<B: Backend>(
         &self,
         pairs: &[(usize, usize)],
         pad_id: u32,
-        at_least: (usize, usize),
         device: &B::Device,
     ) -> ImageBertInput<B> {
-        let batch = pairs.len();
-        let dim = self.detector.feature_dim;
-        let text_len = pairs
-            .iter()
-            .map(|&(_, c)| self.captions[c].text_ids.len())
+        let text = self.text_input::<B>(pairs.iter().map(|p| p.1), pad_id, 0, device);
+        let regions = self.region_input::<B>(pairs.iter().map(|p| p.0), 0, device);
+        ImageBertInput {
+            text_ids: text.ids,
+            text_mask: text.mask,
+            region_features: regions.features,
+            region_boxes: regions.boxes,
+            region_mask: regions.mask,
+        }
+    }
+
+    /// Token ids and mask of `captions` (indices), one row each, padded to the longest of them
+    /// or to `at_least` tokens when that is more.
+    pub fn text_input<B: Backend>(
+        &self,
+        captions: impl ExactSizeIterator<Item = usize> + Clone,
+        pad_id: u32,
+        at_least: usize,
+        device: &B::Device,
+    ) -> TextInput<B> {
+        let batch = captions.len();
+        let text_len = captions
+            .clone()
+            .map(|c| self.captions[c].text_ids.len())
             .max()
             .unwrap_or(0)
-            .max(at_least.0);
-        let regions = pairs
-            .iter()
-            .map(|&(i, _)| self.images[i].regions.len())
-            .max()
-            .unwrap_or(0)
-            .max(at_least.1);
+            .max(at_least);
         let mut ids = vec![i64::from(pad_id); batch * text_len];
-        let mut text_mask = vec![0.0f32; batch * text_len];
-        let mut features = vec![0.0f32; batch * regions * dim];
-        let mut boxes = vec![0.0f32; batch * regions * 5];
-        let mut region_mask = vec![0.0f32; batch * regions];
-        for (row, &(i, c)) in pairs.iter().enumerate() {
+        let mut mask = vec![0.0f32; batch * text_len];
+        for (row, c) in captions.enumerate() {
             for (t, &id) in self.captions[c].text_ids.iter().enumerate() {
                 ids[row * text_len + t] = i64::from(id);
-                text_mask[row * text_len + t] = 1.0;
+                mask[row * text_len + t] = 1.0;
             }
+        }
+        TextInput {
+            ids: Tensor::from_data(TensorData::new(ids, [batch, text_len]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [batch, text_len]), device),
+        }
+    }
+
+    /// Region features, boxes and mask of `images` (indices), one row each, padded to the most
+    /// regions among them or to `at_least` regions when that is more.
+    pub fn region_input<B: Backend>(
+        &self,
+        images: impl ExactSizeIterator<Item = usize> + Clone,
+        at_least: usize,
+        device: &B::Device,
+    ) -> RegionInput<B> {
+        let batch = images.len();
+        let dim = self.detector.feature_dim;
+        let regions = images
+            .clone()
+            .map(|i| self.images[i].regions.len())
+            .max()
+            .unwrap_or(0)
+            .max(at_least);
+        let mut features = vec![0.0f32; batch * regions * dim];
+        let mut boxes = vec![0.0f32; batch * regions * 5];
+        let mut mask = vec![0.0f32; batch * regions];
+        for (row, i) in images.enumerate() {
             let image = &self.images[i].regions;
             let f0 = row * regions * dim;
             for (slot, value) in features[f0..f0 + image.features.len()]
@@ -250,21 +286,32 @@ impl RetrievalSet {
             for (r, b) in image.boxes.iter().enumerate() {
                 let slot = row * regions + r;
                 boxes[slot * 5..slot * 5 + 5].copy_from_slice(b);
-                region_mask[slot] = 1.0;
+                mask[slot] = 1.0;
             }
         }
-        ImageBertInput {
-            text_ids: Tensor::<B, 2, Int>::from_data(
-                TensorData::new(ids, [batch, text_len]),
-                device,
-            ),
-            text_mask: Tensor::from_data(TensorData::new(text_mask, [batch, text_len]), device),
-            region_features: Tensor::from_data(
-                TensorData::new(features, [batch, regions, dim]),
-                device,
-            ),
-            region_boxes: Tensor::from_data(TensorData::new(boxes, [batch, regions, 5]), device),
-            region_mask: Tensor::from_data(TensorData::new(region_mask, [batch, regions]), device),
+        RegionInput {
+            features: Tensor::from_data(TensorData::new(features, [batch, regions, dim]), device),
+            boxes: Tensor::from_data(TensorData::new(boxes, [batch, regions, 5]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [batch, regions]), device),
         }
     }
+}
+
+/// The text half of a batch: `[batch, text_len]` token ids and mask (1 for real tokens).
+pub struct TextInput<B: Backend> {
+    /// Token ids.
+    pub ids: Tensor<B, 2, Int>,
+    /// 1 for real tokens, 0 for padding.
+    pub mask: Tensor<B, 2>,
+}
+
+/// The image half of a batch: `[batch, regions, dim]` features, `[batch, regions, 5]` boxes and
+/// the `[batch, regions]` mask (1 for real regions).
+pub struct RegionInput<B: Backend> {
+    /// Pooled region features.
+    pub features: Tensor<B, 3>,
+    /// Normalised boxes and area.
+    pub boxes: Tensor<B, 3>,
+    /// 1 for real regions, 0 for padding.
+    pub mask: Tensor<B, 2>,
 }

@@ -30,13 +30,14 @@ use schemas::karpathy::Split;
 use serde::{Deserialize, Serialize};
 
 use super::data::{RetrievalSet, RetrievalSource};
+use crate::checkpoint::{LoadedCheckpoint, module_from_bytes};
 use crate::config::{
     ModelSection, linear_schedule, refuse_first, resolve_location, schedule_checks,
 };
 use crate::data::{DEFAULT_MAX_REGIONS, DEFAULT_MAX_TEXT_LEN, DataLimits, derive_seed};
 use crate::model::imagebert::{ImageBert, ImageBertConfig};
 use crate::training::{
-    LogLine, LoopSettings, LoopSummary, Task, latest_model_config, load_model, scalar, train_loop,
+    LogLine, LoopSettings, LoopSummary, MODEL_FILE, Task, latest_model_config, scalar, train_loop,
 };
 use wordpiece::WordPiece;
 
@@ -323,6 +324,8 @@ struct FinetuneState {
 
 struct Finetune<'a> {
     config: &'a FinetuneConfig,
+    /// The pre-training checkpoint of `model.init_from`, read once by [`finetune`].
+    init: Option<LoadedCheckpoint>,
     set: RetrievalSet,
     pad_id: u32,
     state: FinetuneState,
@@ -385,9 +388,9 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
     fn start(&mut self, model: ImageBert<B>, device: &B::Device) -> Result<ImageBert<B>> {
         self.shuffle();
         let model_section = &self.config.model;
-        if let Some(dir) = &model_section.init_from {
-            let (loaded, _, checkpoint) = load_model::<B>(dir, device)
-                .with_context(|| format!("model.init_from {}", dir.display()))?;
+        if let Some(checkpoint) = self.init.take() {
+            let loaded = module_from_bytes(model, checkpoint.file(MODEL_FILE)?, device)
+                .with_context(|| format!("model.init_from {}", checkpoint.path.display()))?;
             tracing::info!(path = %checkpoint.path.display(), "initialised from pre-training");
             return Ok(loaded);
         }
@@ -462,9 +465,7 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
             pairs.extend(negative_images.iter().map(|&i| (i, caption)));
         }
         let device = model.mlm_bias.device();
-        let input = self
-            .set
-            .pair_input::<B>(&pairs, self.pad_id, (0, 0), &device);
+        let input = self.set.pair_input::<B>(&pairs, self.pad_id, &device);
         let logits = model.match_logits(model.encode(&input));
         let groups = logits.clone().reshape([anchors, 2 * p - 1]);
         let positive = groups.clone().slice([0..anchors, 0..1]);
@@ -544,6 +545,7 @@ pub fn finetune<B: AutodiffBackend>(
         config.data.karpathy,
         set.images.len()
     );
+    let mut init = None;
     let model = match &config.model.init_from {
         // The pre-trained model's shape wins over `size`; its region side must fit the data.
         Some(dir) => {
@@ -561,6 +563,7 @@ pub fn finetune<B: AutodiffBackend>(
                 set.detector.feature_dim,
                 set.detector.num_classes
             );
+            init = Some(checkpoint);
             previous
         }
         None => ImageBertConfig {
@@ -587,6 +590,7 @@ pub fn finetune<B: AutodiffBackend>(
     let (images, captions) = (set.images.len(), set.captions.len());
     let mut task = Finetune {
         config,
+        init,
         pad_id: tokenizer.special().pad,
         set,
         state: FinetuneState {

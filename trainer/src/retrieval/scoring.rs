@@ -60,19 +60,15 @@ impl<B: Backend> EmbeddedSet<B> {
             .map(|i| i.regions.len())
             .max()
             .unwrap_or(0);
-        // Captions and images are paired with item 0 of the other side only to reuse the
-        // padding code; that half is dropped.
         for range in chunks(set.captions.len(), EMBED_BATCH) {
-            let pairs: Vec<(usize, usize)> = range.map(|c| (0, c)).collect();
-            let input = set.pair_input::<B>(&pairs, pad_id, (longest_caption, 0), device);
-            text.push(model.embed_text(input.text_ids));
-            text_mask.push(input.text_mask);
+            let input = set.text_input::<B>(range, pad_id, longest_caption, device);
+            text.push(model.embed_text(input.ids));
+            text_mask.push(input.mask);
         }
         for range in chunks(set.images.len(), EMBED_BATCH) {
-            let pairs: Vec<(usize, usize)> = range.map(|i| (i, 0)).collect();
-            let input = set.pair_input::<B>(&pairs, pad_id, (0, most_regions), device);
-            regions.push(model.embed_regions(input.region_features, input.region_boxes));
-            region_mask.push(input.region_mask);
+            let input = set.region_input::<B>(range, most_regions, device);
+            regions.push(model.embed_regions(input.features, input.boxes));
+            region_mask.push(input.mask);
         }
         Self {
             text: Tensor::cat(text, 0),
