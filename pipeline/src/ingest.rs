@@ -412,7 +412,7 @@ async fn fetch_and_process(mut record: PairRecord, workers: &Arc<Workers>) -> Pa
         }
         FetchOutcome::Failed(failure) => {
             record.http_status = failure.http_status;
-            record.status = if failure.kind.is_consent() {
+            record.status = if failure.kind.is_refusal() {
                 Status::Dropped
             } else if failure.kind.is_transient() {
                 Status::FailedTransient

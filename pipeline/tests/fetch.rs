@@ -599,6 +599,27 @@ async fn loopback_is_refused_without_allow_loopback() {
 }
 
 #[tokio::test]
+async fn hosts_outside_allowed_hosts_are_refused_without_a_request() {
+    let server = start_server(StatusCode::OK).await;
+    let elsewhere = new_fetcher(FetchConfig {
+        allowed_hosts: vec!["example.org".to_owned()],
+        ..test_config()
+    });
+    let url = server.url("/chelsea.png");
+    let failure = expect_failure(fetch(&elsewhere, &url).await);
+    assert_eq!(failure.kind, FailureKind::HostNotAllowed, "{failure}");
+    assert!(failure.kind.is_refusal() && !failure.kind.is_transient());
+    assert!(failure.message.contains("fetch.allowed_hosts"), "{failure}");
+    assert_eq!(Hits::get(&server.hits.total), 0);
+
+    let here = new_fetcher(FetchConfig {
+        allowed_hosts: vec!["127.0.0.1".to_owned()],
+        ..test_config()
+    });
+    expect_fetched(fetch(&here, &url).await);
+}
+
+#[tokio::test]
 async fn bad_urls_and_schemes_are_refused() {
     let fetcher = new_fetcher(test_config());
     let failure = expect_failure(fetch(&fetcher, "not a url").await);

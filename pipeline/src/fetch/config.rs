@@ -62,6 +62,11 @@ pub struct FetchConfig {
     /// server on this machine can be fetched. Every other private or reserved range stays
     /// refused. Default: `false`.
     pub allow_loopback: bool,
+    /// Hosts the crawl may fetch from (a name also admits its subdomains; IP addresses match
+    /// exactly; ports are ignored). A URL or redirect to any other host is refused before any
+    /// request and its pair dropped as `host_not_allowed`. Empty: every public host. Default:
+    /// `[]`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for FetchConfig {
@@ -89,6 +94,7 @@ impl Default for FetchConfig {
             .to_vec(),
             respect_robots: true,
             allow_loopback: false,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -114,6 +120,7 @@ pub(super) struct Settings {
     pub(super) allowed_content_types: Vec<String>,
     pub(super) respect_robots: bool,
     pub(super) allow_loopback: bool,
+    pub(super) allowed_hosts: Vec<String>,
 }
 
 impl FetchConfig {
@@ -168,6 +175,14 @@ impl FetchConfig {
             }
             allowed_content_types.push(media_type);
         }
+        let mut allowed_hosts = Vec::with_capacity(self.allowed_hosts.len());
+        for host in &self.allowed_hosts {
+            let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+            if host.is_empty() || host.contains(['/', ':', ' ', '*']) {
+                bail!("fetch.allowed_hosts entry {host:?} is not a host name or IPv4 address");
+            }
+            allowed_hosts.push(host);
+        }
         let accept = HeaderValue::from_str(&allowed_content_types.join(", "))
             .context("fetch.allowed_content_types do not form a valid Accept header")?;
 
@@ -187,7 +202,21 @@ impl FetchConfig {
             allowed_content_types,
             respect_robots: self.respect_robots,
             allow_loopback: self.allow_loopback,
+            allowed_hosts,
         })
+    }
+}
+
+impl Settings {
+    /// Whether `host` (lower case, as a URL gives it) is within `allowed_hosts`.
+    pub(super) fn host_allowed(&self, host: &str) -> bool {
+        self.allowed_hosts.is_empty()
+            || self.allowed_hosts.iter().any(|allowed| {
+                host == allowed
+                    || host
+                        .strip_suffix(allowed.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            })
     }
 }
 
@@ -214,6 +243,29 @@ mod tests {
             "image/jpeg, image/png, image/webp, image/gif, image/bmp"
         );
         assert_eq!(settings.max_body_bytes, 16 * 1024 * 1024);
+    }
+
+    #[test]
+    fn allowed_hosts_admit_their_subdomains_only() {
+        let settings = FetchConfig {
+            allowed_hosts: vec!["Example.org.".to_owned(), "127.0.0.1".to_owned()],
+            ..FetchConfig::default()
+        }
+        .validate()
+        .expect("valid");
+        for host in ["example.org", "img.example.org", "127.0.0.1"] {
+            assert!(settings.host_allowed(host), "{host}");
+        }
+        for host in [
+            "badexample.org",
+            "example.org.evil.net",
+            "127.0.0.10",
+            "org",
+        ] {
+            assert!(!settings.host_allowed(host), "{host}");
+        }
+        let open = FetchConfig::default().validate().expect("valid");
+        assert!(open.host_allowed("anything.example"));
     }
 
     #[test]
@@ -265,6 +317,10 @@ mod tests {
             },
             FetchConfig {
                 allowed_content_types: vec![],
+                ..FetchConfig::default()
+            },
+            FetchConfig {
+                allowed_hosts: vec!["http://example.org".to_owned()],
                 ..FetchConfig::default()
             },
             FetchConfig {

@@ -292,12 +292,18 @@ impl Inner {
     /// Requests one URL (one redirect hop), with its checks and retries.
     async fn fetch_hop(&self, url: &Url, wanted: Wanted) -> Result<Step, FetchFailure> {
         address::check_url(url, self.settings.allow_loopback)?;
+        let host = url.host_str().unwrap_or_default();
+        if !self.settings.host_allowed(host) {
+            return Err(FetchFailure::new(
+                FailureKind::HostNotAllowed,
+                format!("{url}: host {host} is not in fetch.allowed_hosts"),
+            ));
+        }
         if self.settings.respect_robots {
             let cell = self.robots.cell(url);
             let policy = cell.get_or_init(|| self.fetch_robots(url)).await;
             policy.check(url, &self.settings.robots_agent)?;
         }
-        let host = url.host_str().unwrap_or_default();
         let mut retries = 0;
         loop {
             let AttemptFailure {

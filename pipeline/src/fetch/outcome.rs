@@ -69,6 +69,8 @@ pub enum FailureKind {
     /// The host is, or resolves only to, a private, loopback, link-local, multicast or otherwise
     /// non-public address (`private_address`).
     PrivateAddress,
+    /// The host is not in `fetch.allowed_hosts` (`host_not_allowed`).
+    HostNotAllowed,
     /// robots.txt disallows the URL for our agent (`robots_disallowed`).
     RobotsDisallowed,
     /// robots.txt could not be fetched (5xx, 429, network error) or parsed, so the whole origin
@@ -111,6 +113,7 @@ impl FailureKind {
             Self::BadUrl => "bad_url",
             Self::BadScheme => "bad_scheme",
             Self::PrivateAddress => "private_address",
+            Self::HostNotAllowed => "host_not_allowed",
             Self::RobotsDisallowed => "robots_disallowed",
             Self::RobotsUnavailable => "robots_unavailable",
             Self::NoAiHeader => "noai_header",
@@ -131,7 +134,7 @@ impl FailureKind {
 
     /// Whether the same URL may succeed if fetched again later: true for timeouts, connection
     /// and network errors, truncated bodies, 429, 5xx and an unavailable robots.txt; false for
-    /// refusals (robots, noai, address, scheme), 4xx, oversized bodies and wrong content types.
+    /// refusals (robots, noai, address, host, scheme), 4xx, oversized bodies and wrong content types.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
@@ -147,10 +150,14 @@ impl FailureKind {
 }
 
 impl FailureKind {
-    /// Whether this is the site's refusal (robots.txt, an AI opt-out header) rather than a
-    /// failure: such pairs are dropped by consent, not failed.
-    pub fn is_consent(&self) -> bool {
-        matches!(self, Self::RobotsDisallowed | Self::NoAiHeader)
+    /// Whether this is a refusal rather than a failure, by the site (robots.txt, an AI opt-out
+    /// header) or by the crawl's own scope (`fetch.allowed_hosts`): such pairs are dropped, not
+    /// failed.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::RobotsDisallowed | Self::NoAiHeader | Self::HostNotAllowed
+        )
     }
 }
 
