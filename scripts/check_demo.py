@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Checks a folder `scripts/demo` wrote (IMAGEBERT_DEMO_DIR): every crawled row accounted for and
+every hostile case refused for its reason, regions for every kept image, training logs complete and
+finite, fine-tuned recall above chance and above zero-shot, and a report whose pictures exist.
+
+    check_demo.py check DEMO                 after a first run
+    check_demo.py snapshot DEMO > FILE       fingerprints of what a rerun must leave alone
+    check_demo.py rerun DEMO FILE            after a rerun: nothing redone, nothing changed
+
+Exits non-zero with the failed claim; used by scripts/test-end-to-end.
+"""
+
+import hashlib
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+# What the mini-web's hostile page and the Common Crawl records must produce, by stats key.
+EXPECTED_DROPS = {
+    "robots_disallowed",  # an image under /private/
+    "noai_header",  # X-Robots-Tag: noai
+    "too_small",  # the 1x1 image (and a 451x300 photo: LAIT wants both sides > 300)
+    "duplicate_image",  # every gallery thumbnail
+    "language",  # the German caption
+    "host_not_allowed",  # Common Crawl's image hosts, refused by fetch.allowed_hosts
+    "boilerplate",  # Common Crawl's alt texts such as "logo"
+}
+EXPECTED_FAILURES = {"http_404", "too_many_pixels", "seed_page_failed"}
+# The photos of trainer/tests/fixtures/photo_captions.json and the captions held out per photo.
+PHOTOS, HELD_OUT = 19, 2
+
+
+def load(path):
+    return json.loads(Path(path).read_text())
+
+
+def stats_files(folder, pattern):
+    return [p for p in sorted(Path(folder).iterdir()) if re.fullmatch(pattern, p.name)]
+
+
+def fail(message):
+    sys.exit(f"check_demo: FAILED: {message}")
+
+
+def claim(ok, message):
+    if not ok:
+        fail(message)
+
+
+def check(demo):
+    work = demo / "work"
+    audit = load(work / "audit.json")
+    claim(audit["input_rows"] > 100, f"too few input rows: {audit}")
+    claim(audit["output_rows"] == audit["input_rows"], f"rows lost or added: {audit}")
+    claim(
+        not audit["uncommitted_shards"]
+        and audit["missing"][0] == 0
+        and audit["duplicated"][0] == 0
+        and audit["unexpected"][0] == 0,
+        f"audit not clean: {audit}",
+    )
+    pair_stats = [load(p) for p in stats_files(work / "pairs", r"\d+_stats\.json")]
+    rows = sum(s["rows"] for s in pair_stats)
+    claim(rows == audit["input_rows"], f"stats hold {rows} rows, audit {audit['input_rows']}")
+    dropped = {k for s in pair_stats for k in s["drop_reasons"]}
+    failed = {k for s in pair_stats for k in s["error_tallies"]}
+    claim(EXPECTED_DROPS <= dropped, f"drop reasons {sorted(dropped)} miss {EXPECTED_DROPS - dropped}")
+    claim(EXPECTED_FAILURES <= failed, f"failures {sorted(failed)} miss {EXPECTED_FAILURES - failed}")
+    kept = sum(s["counts_by_status"].get("kept", 0) for s in pair_stats)
+    claim(kept >= PHOTOS - 2, f"only {kept} pairs kept from the {PHOTOS} gallery photos")
+    region_stats = [load(p) for p in stats_files(work / "pairs", r"\d+\.regions_stats\.json")]
+    with_regions = sum(s["counts_by_status"].get("ok", 0) for s in region_stats)
+    claim(with_regions == kept, f"{with_regions} region rows for {kept} kept pairs")
+
+    for run in ("stage1", "stage2", "retrieval/finetune"):
+        config = (work / f"{run}.toml") if run.startswith("stage") else work / "retrieval/finetune.toml"
+        steps = int(re.search(r"^steps = (\d+)$", config.read_text(), re.M).group(1))
+        lines = [json.loads(l) for l in (work / run / "log.jsonl").read_text().splitlines()]
+        claim(len(lines) == steps, f"{run}: {len(lines)} log lines for {steps} steps")
+        claim(all(math.isfinite(l["loss"]) for l in lines), f"{run}: a loss is not finite")
+
+    reports = {m: load(work / f"retrieval/eval-{m}/report.json") for m in ("zero-shot", "fine-tuned")}
+    for model, report in reports.items():
+        claim(
+            (report["images"], report["captions"]) == (PHOTOS, PHOTOS * HELD_OUT),
+            f"{model}: evaluated {report['images']} images, {report['captions']} captions",
+        )
+    tuned, chance = reports["fine-tuned"]["recall"]["rsum"], reports["fine-tuned"]["chance"]["rsum"]
+    zero_shot = reports["zero-shot"]["recall"]["rsum"]
+    claim(tuned > chance + 30, f"fine-tuned RSUM {tuned:.1f} not well above chance {chance:.1f}")
+    claim(tuned > zero_shot, f"fine-tuned RSUM {tuned:.1f} not above zero-shot {zero_shot:.1f}")
+
+    page = (demo / "report.md").read_text()
+    pictures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
+    claim(len(pictures) == 3, f"report.md shows {len(pictures)} loss curves, expected 3")
+    for picture in pictures:
+        claim((demo / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{picture} is not a PNG")
+    for row in ("| zero-shot |", "| fine-tuned |", "| chance |"):
+        claim(row in page, f"report.md has no {row} row")
+    print(
+        f"check_demo: ok: {audit['input_rows']} rows accounted for ({kept} kept), "
+        f"RSUM fine-tuned {tuned:.1f} / zero-shot {zero_shot:.1f} / chance {chance:.1f}"
+    )
+
+
+def snapshot(demo):
+    """Digests of the files a rerun must not rewrite: shards, stats, logs, checkpoints."""
+    work = demo / "work"
+    digests = {}
+    for path in sorted(work.rglob("*")):
+        name = str(path.relative_to(work))
+        durable = path.suffix in (".parquet", ".jsonl", ".mpk") or name.endswith("_stats.json")
+        if path.is_file() and durable and "/scores/" not in f"/{name}":
+            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digests
+
+
+def rerun(demo, before):
+    work = demo / "work"
+    after = snapshot(demo)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    claim(not changed, f"the rerun rewrote {changed[:10]}")
+    ingest = load(work / "ingest.json")
+    claim(ingest["shards_written"] == 0, f"the rerun ingested again: {ingest}")
+    for model in ("zero-shot", "fine-tuned"):
+        report = load(work / f"retrieval/eval-{model}/report.json")
+        claim(report["pairs_scored"] == 0, f"{model}: the rerun scored {report['pairs_scored']} pairs")
+    print(f"check_demo: rerun ok: {len(after)} files unchanged, nothing recomputed")
+
+
+def main():
+    if len(sys.argv) < 3 or sys.argv[1] not in ("check", "snapshot", "rerun"):
+        sys.exit(__doc__)
+    demo = Path(sys.argv[2])
+    if sys.argv[1] == "check":
+        check(demo)
+    elif sys.argv[1] == "snapshot":
+        json.dump(snapshot(demo), sys.stdout)
+    else:
+        rerun(demo, load(sys.argv[3]))
+
+
+if __name__ == "__main__":
+    main()
