@@ -94,7 +94,8 @@ def check(demo):
 
     page = (demo / "report.md").read_text()
     pictures = re.findall(r"!\[[^]]*\]\(([^)]+)\)", page)
-    claim(len(pictures) == 3, f"report.md shows {len(pictures)} loss curves, expected 3")
+    # Loss and accuracy curves of stage 1, stage 2 and fine-tuning.
+    claim(len(pictures) == 6, f"report.md shows {len(pictures)} curves, expected 6")
     for picture in pictures:
         claim((demo / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{picture} is not a PNG")
     for row in ("| zero-shot |", "| fine-tuned |", "| chance |"):

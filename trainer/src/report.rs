@@ -1,9 +1,9 @@
-//! `trainer report`: one Markdown page for a whole run — a PNG loss curve per training stage
-//! (from its `log.jsonl`) and a recall table of the evaluations (from their `report.json`),
-//! with chance for reference.
+//! `trainer report`: one Markdown page for a whole run — PNG loss and accuracy curves per
+//! training stage (from its `log.jsonl`) and a recall table of the evaluations (from their
+//! `report.json`), with chance for reference.
 //!
 //! Curves are drawn with the `image` crate only (no font): axes, four grid lines and one
-//! polyline per loss; the page gives each curve's colour and the axes' ranges in words.
+//! polyline per series; the page gives each curve's colour and the axes' ranges in words.
 
 use std::path::{Path, PathBuf};
 
@@ -20,13 +20,24 @@ const HEIGHT: u32 = 320;
 /// Blank border around the plot area, pixels.
 const MARGIN: u32 = 24;
 
-/// The losses a log may hold, with the colour of their curve and its name on the page.
-const SERIES: [(&str, [u8; 3], &str); 5] = [
+/// One series a log may hold: its key, the colour of its curve and that colour's name.
+type Series = (&'static str, [u8; 3], &'static str);
+
+/// The losses of `trainer run` and `trainer finetune` logs.
+const LOSSES: [Series; 5] = [
     ("loss", [0, 0, 0], "black"),
     ("mlm", [31, 119, 180], "blue"),
     ("moc", [255, 127, 14], "orange"),
     ("mrfr", [44, 160, 44], "green"),
     ("itm", [214, 39, 40], "red"),
+];
+
+/// The accuracies: pre-training's per objective, fine-tuning's share of groups ranked right.
+const ACCURACIES: [Series; 4] = [
+    ("mlm_accuracy", [31, 119, 180], "blue"),
+    ("moc_accuracy", [255, 127, 14], "orange"),
+    ("itm_accuracy", [214, 39, 40], "red"),
+    ("group_accuracy", [0, 0, 0], "black"),
 ];
 
 /// `trainer report`'s flags.
@@ -71,11 +82,11 @@ struct Curve {
     points: Vec<(f64, f64)>,
 }
 
-/// Reads the curves of a `log.jsonl`.
-fn read_curves(log: &Path) -> Result<Vec<Curve>> {
+/// Reads the curves of `series` a `log.jsonl` holds (none when it holds none of them).
+fn read_curves(log: &Path, series: &[Series]) -> Result<Vec<Curve>> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut curves: Vec<Curve> = SERIES
+    let mut curves: Vec<Curve> = series
         .iter()
         .map(|&(name, colour, colour_name)| Curve {
             name,
@@ -97,7 +108,6 @@ fn read_curves(log: &Path) -> Result<Vec<Curve>> {
         }
     }
     curves.retain(|c| !c.points.is_empty());
-    ensure!(!curves.is_empty(), "{}: no loss to plot", log.display());
     Ok(curves)
 }
 
@@ -187,24 +197,35 @@ pub fn write_report(args: &ReportArgs) -> Result<PathBuf> {
     }
     for run in &args.runs {
         let (name, dir) = split_named(run, "--run")?;
-        let curves = read_curves(&dir.join("log.jsonl"))?;
-        let (image, (x0, x1), (y0, y1)) = plot(&curves);
-        let file = format!("loss-{name}.png");
-        let path = args.output.join(&file);
-        image
-            .save(&path)
-            .with_context(|| format!("writing {}", path.display()))?;
-        let legend: Vec<String> = curves
-            .iter()
-            .map(|c| {
-                let (first, last) = (c.points[0].1, c.points[c.points.len() - 1].1);
-                format!("{} ({}): {first:.3} → {last:.3}", c.name, c.colour_name)
-            })
-            .collect();
-        page += &format!(
-            "\n### {name}\n\n![{name} losses]({file})\n\nSteps {x0}–{x1}; y axis {y0:.2}–{y1:.2} (grid lines at quarters). {}.\n",
-            legend.join("; ")
-        );
+        let log = dir.join("log.jsonl");
+        page += &format!("\n### {name}\n");
+        for (kind, series, what) in [
+            ("loss", &LOSSES[..], "losses"),
+            ("accuracy", &ACCURACIES[..], "accuracies"),
+        ] {
+            let curves = read_curves(&log, series)?;
+            if curves.is_empty() {
+                ensure!(kind != "loss", "{}: no loss to plot", log.display());
+                continue;
+            }
+            let (image, (x0, x1), (y0, y1)) = plot(&curves);
+            let file = format!("{kind}-{name}.png");
+            let path = args.output.join(&file);
+            image
+                .save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+            let legend: Vec<String> = curves
+                .iter()
+                .map(|c| {
+                    let (first, last) = (c.points[0].1, c.points[c.points.len() - 1].1);
+                    format!("{} ({}): {first:.3} → {last:.3}", c.name, c.colour_name)
+                })
+                .collect();
+            page += &format!(
+                "\n![{name} {what}]({file})\n\nSteps {x0}–{x1}; y axis {y0:.2}–{y1:.2} (grid lines at quarters). {}.\n",
+                legend.join("; ")
+            );
+        }
     }
     if !args.evals.is_empty() {
         page += "\n## Retrieval\n\n| model | TR R@1 | TR R@5 | TR R@10 | IR R@1 | IR R@5 | IR R@10 | RSUM |\n|---|---|---|---|---|---|---|---|\n";
@@ -250,13 +271,17 @@ mod tests {
         let log: String = (1..=20)
             .map(|s| {
                 format!(
-                    "{{\"step\":{s},\"loss\":{},\"mlm\":{},\"itm\":0.69}}\n",
+                    "{{\"step\":{s},\"loss\":{},\"mlm\":{},\"itm\":0.69,\"itm_accuracy\":{}}}\n",
                     10.0 / s as f64,
-                    5.0 / s as f64
+                    5.0 / s as f64,
+                    0.5 + s as f64 / 40.0
                 )
             })
             .collect();
         std::fs::write(run.join("log.jsonl"), log).unwrap();
+        let losses_only = dir.path().join("losses-only");
+        std::fs::create_dir_all(&losses_only).unwrap();
+        std::fs::write(losses_only.join("log.jsonl"), "{\"step\":1,\"loss\":2.0}\n").unwrap();
         let eval = dir.path().join("eval");
         std::fs::create_dir_all(&eval).unwrap();
         let recall = |r1| {
@@ -295,7 +320,10 @@ mod tests {
         )
         .unwrap();
         let args = ReportArgs {
-            runs: vec![format!("stage1={}", run.display())],
+            runs: vec![
+                format!("stage1={}", run.display()),
+                format!("other={}", losses_only.display()),
+            ],
             evals: vec![format!("fine-tuned={}", eval.display())],
             output: dir.path().join("report"),
             title: "test".into(),
@@ -303,6 +331,18 @@ mod tests {
         let page = std::fs::read_to_string(write_report(&args).unwrap()).unwrap();
         assert!(page.contains("![stage1 losses](loss-stage1.png)"), "{page}");
         assert!(page.contains("loss (black): 10.000 → 0.500"), "{page}");
+        assert!(
+            page.contains("![stage1 accuracies](accuracy-stage1.png)"),
+            "{page}"
+        );
+        assert!(page.contains("itm_accuracy (red): 0.525 → 1.000"), "{page}");
+        assert!(page.contains("![other losses](loss-other.png)"), "{page}");
+        assert!(!dir.path().join("report/accuracy-other.png").exists());
+        let accuracy = image::open(dir.path().join("report/accuracy-stage1.png"))
+            .unwrap()
+            .to_rgb8();
+        let red = accuracy.pixels().filter(|p| p.0 == [214, 39, 40]).count();
+        assert!(red > 100, "the ITM accuracy is drawn");
         assert!(
             page.contains("| fine-tuned | 30.0 | 50.0 | 80.0 | 30.0 | 40.0 | 60.0 | 290.0 |"),
             "{page}"
