@@ -62,7 +62,7 @@ pub struct FetchConfig {
     /// server on this machine can be fetched. Every other private or reserved range stays
     /// refused. Default: `false`.
     pub allow_loopback: bool,
-    /// Hosts the crawl may fetch from (a name also admits its subdomains; IP addresses match
+    /// Hosts the crawl may fetch from (a name also admits its subdomains; IPv4 addresses match
     /// exactly; ports are ignored). A URL or redirect to any other host is refused before any
     /// request and its pair dropped as `host_not_allowed`. Empty: every public host. Default:
     /// `[]`.
