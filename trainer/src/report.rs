@@ -82,33 +82,41 @@ struct Curve {
     points: Vec<(f64, f64)>,
 }
 
-/// Reads the curves of `series` a `log.jsonl` holds (none when it holds none of them).
-fn read_curves(log: &Path, series: &[Series]) -> Result<Vec<Curve>> {
+/// The lines of a `log.jsonl`, each with its step.
+fn read_log(log: &Path) -> Result<Vec<(f64, serde_json::Value)>> {
     let text =
         std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-    let mut curves: Vec<Curve> = series
+    text.lines()
+        .enumerate()
+        .map(|(number, line)| {
+            let entry: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}: line {} is not JSON", log.display(), number + 1))?;
+            let step = entry["step"]
+                .as_f64()
+                .with_context(|| format!("{}: line {} has no step", log.display(), number + 1))?;
+            Ok((step, entry))
+        })
+        .collect()
+}
+
+/// The curves of `series` the log's lines hold (none when they hold none of them).
+fn curves_of(lines: &[(f64, serde_json::Value)], series: &[Series]) -> Vec<Curve> {
+    series
         .iter()
         .map(|&(name, colour, colour_name)| Curve {
             name,
             colour,
             colour_name,
-            points: Vec::new(),
+            points: lines
+                .iter()
+                .filter_map(|(step, entry)| {
+                    let value = entry[name].as_f64().filter(|v| v.is_finite())?;
+                    Some((*step, value))
+                })
+                .collect(),
         })
-        .collect();
-    for (number, line) in text.lines().enumerate() {
-        let entry: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {} is not JSON", log.display(), number + 1))?;
-        let step = entry["step"]
-            .as_f64()
-            .with_context(|| format!("{}: line {} has no step", log.display(), number + 1))?;
-        for curve in &mut curves {
-            if let Some(value) = entry[curve.name].as_f64().filter(|v| v.is_finite()) {
-                curve.points.push((step, value));
-            }
-        }
-    }
-    curves.retain(|c| !c.points.is_empty());
-    Ok(curves)
+        .filter(|curve| !curve.points.is_empty())
+        .collect()
 }
 
 /// Draws a straight line between two pixel positions (clipped to the image).
@@ -198,12 +206,13 @@ pub fn write_report(args: &ReportArgs) -> Result<PathBuf> {
     for run in &args.runs {
         let (name, dir) = split_named(run, "--run")?;
         let log = dir.join("log.jsonl");
+        let lines = read_log(&log)?;
         page += &format!("\n### {name}\n");
         for (kind, series, what) in [
             ("loss", &LOSSES[..], "losses"),
             ("accuracy", &ACCURACIES[..], "accuracies"),
         ] {
-            let curves = read_curves(&log, series)?;
+            let curves = curves_of(&lines, series);
             if curves.is_empty() {
                 ensure!(kind != "loss", "{}: no loss to plot", log.display());
                 continue;
