@@ -75,8 +75,8 @@ def check(demo):
     claim(with_regions == kept, f"{with_regions} region rows for {kept} kept pairs")
 
     for run in ("stage1", "stage2", "retrieval/finetune"):
-        config = (work / f"{run}.toml") if run.startswith("stage") else work / "retrieval/finetune.toml"
-        steps = int(re.search(r"^steps = (\d+)$", config.read_text(), re.M).group(1))
+        config = (work / f"{run}.toml").read_text()
+        steps = int(re.search(r"^steps = (\d+)$", config, re.M).group(1))
         lines = [json.loads(l) for l in (work / run / "log.jsonl").read_text().splitlines()]
         claim(len(lines) == steps, f"{run}: {len(lines)} log lines for {steps} steps")
         claim(all(math.isfinite(l["loss"]) for l in lines), f"{run}: a loss is not finite")
