@@ -51,6 +51,20 @@ pub struct BenchArgs {
     /// Samples per pre-training step (the paper: 48; small by default for CPUs).
     #[arg(long, default_value_t = 8)]
     pub train_batch: usize,
+    /// The synthetic inputs' shapes.
+    #[command(flatten)]
+    pub shapes: Shapes,
+    /// Seconds to measure each figure for (after one warm-up call).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Measure retrieval scoring only.
+    #[arg(long)]
+    pub skip_train: bool,
+}
+
+/// The shapes of the synthetic inputs (the paper's by default).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Shapes {
     /// Text tokens per sample, [CLS]/[SEP] included (the paper: 44).
     #[arg(long, default_value_t = 44)]
     pub text_len: usize,
@@ -63,12 +77,60 @@ pub struct BenchArgs {
     /// Detector classes, the MOC head's size (BUTD: 1601).
     #[arg(long, default_value_t = 1601)]
     pub classes: usize,
-    /// Seconds to measure each figure for (after one warm-up call).
-    #[arg(long, default_value_t = 10.0)]
-    pub seconds: f64,
-    /// Measure retrieval scoring only.
-    #[arg(long)]
-    pub skip_train: bool,
+}
+
+impl Shapes {
+    /// The model of preset `size` (mini, base) for these inputs.
+    pub fn model(&self, size: &str) -> Result<ImageBertConfig> {
+        let Some(encoder) = EncoderConfig::preset(size) else {
+            bail!("`{size}` is not mini or base");
+        };
+        if self.text_len < 2 || self.regions == 0 {
+            bail!("--text-len must be at least 2 and --regions positive");
+        }
+        Ok(ImageBertConfig {
+            region_feature_dim: self.feature_dim,
+            num_object_classes: self.classes,
+            encoder,
+        })
+    }
+
+    /// `count` synthetic samples for a model with `vocab` tokens.
+    pub fn samples(&self, count: usize, vocab: usize) -> Vec<PretrainSample> {
+        (0..count)
+            .map(|i| synthetic_sample(self, vocab, i as u64))
+            .collect()
+    }
+}
+
+/// The gradients of one pre-training step (all four objectives) of `model` (with `vocab`
+/// tokens) on `batch`.
+pub fn pretrain_gradients<B: AutodiffBackend>(
+    model: &ImageBert<B>,
+    vocab: usize,
+    batch: &[PretrainSample],
+    shapes: &Shapes,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> GradientsParams {
+    let special = wordpiece::SpecialTokens {
+        pad: 0,
+        unk: 100,
+        cls: 101,
+        sep: 102,
+        mask: 103,
+    };
+    let (input, targets) = build_pretrain_batch::<B>(
+        batch,
+        shapes.feature_dim,
+        special,
+        vocab,
+        &MaskingConfig::default(),
+        rng,
+        device,
+    );
+    let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+    GradientsParams::from_grads(losses.total.backward(), model)
 }
 
 /// One model's figures.
@@ -100,7 +162,7 @@ fn value(rng: &mut u64) -> f32 {
     (*rng >> 40) as f32 / (1u64 << 24) as f32
 }
 
-fn synthetic_sample(args: &BenchArgs, vocab: usize, seed: u64) -> PretrainSample {
+fn synthetic_sample(args: &Shapes, vocab: usize, seed: u64) -> PretrainSample {
     let mut rng = seed.wrapping_add(1);
     let mut ids = vec![101u32];
     ids.extend(
@@ -148,29 +210,25 @@ pub fn bench_model<B: AutodiffBackend>(
     size: &str,
     device: &B::Device,
 ) -> Result<BenchRow> {
-    let Some(encoder) = EncoderConfig::preset(size) else {
-        bail!("--models: `{size}` is not mini or base");
-    };
-    if args.text_len < 2 || args.regions == 0 || args.pair_batch == 0 || args.train_batch == 0 {
-        bail!("--text-len must be at least 2; --regions, --pair-batch and --train-batch positive");
+    let config = args
+        .shapes
+        .model(size)
+        .map_err(|e| anyhow::anyhow!("--models: {e}"))?;
+    if args.pair_batch == 0 || args.train_batch == 0 {
+        bail!("--pair-batch and --train-batch must be positive");
     }
-    let config = ImageBertConfig {
-        region_feature_dim: args.feature_dim,
-        num_object_classes: args.classes,
-        encoder,
-    };
     let vocab = config.encoder.vocab_size;
-    let samples: Vec<PretrainSample> = (0..args.pair_batch.max(args.train_batch))
-        .map(|i| synthetic_sample(args, vocab, i as u64))
-        .collect();
+    let samples = args
+        .shapes
+        .samples(args.pair_batch.max(args.train_batch), vocab);
 
     let model = ImageBert::<B::InnerBackend>::init(&config, device);
     let set = RetrievalSet {
         detector: DetectorInfo {
             name: "synthetic".into(),
             version: "0".into(),
-            feature_dim: args.feature_dim,
-            num_classes: args.classes,
+            feature_dim: args.shapes.feature_dim,
+            num_classes: args.shapes.classes,
             num_attributes: None,
         },
         images: samples[..args.pair_batch]
@@ -214,27 +272,11 @@ pub fn bench_model<B: AutodiffBackend>(
     } else {
         let mut model = ImageBert::<B>::init(&config, device);
         let mut optimizer = AdamConfig::new().init::<B, ImageBert<B>>();
-        let special = wordpiece::SpecialTokens {
-            pad: 0,
-            unk: 100,
-            cls: 101,
-            sep: 102,
-            mask: 103,
-        };
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let batch = &samples[..args.train_batch];
         let (per_step, _) = time_calls(args.seconds, || {
-            let (input, targets) = build_pretrain_batch::<B>(
-                batch,
-                args.feature_dim,
-                special,
-                vocab,
-                &MaskingConfig::default(),
-                &mut rng,
-                device,
-            );
-            let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
-            let gradients = GradientsParams::from_grads(losses.total.backward(), &model);
+            let gradients =
+                pretrain_gradients(&model, vocab, batch, &args.shapes, &mut rng, device);
             model = optimizer.step(1e-4, model.clone(), gradients);
         });
         Some(args.train_batch as f64 / per_step)
@@ -256,7 +298,11 @@ pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
         "device: {device}; {} text + {} regions of {}-d; pair batch {}, train batch {}\n\n\
          | model | pairs/s | first call s | COCO 1k hours | COCO 5k hours | COCO 5k hours / UNITER's {UNITER_COCO_5K_HOURS} h on 8 V100 | COCO 5k --rerank 20 hours | train samples/s |\n\
          |---|---|---|---|---|---|---|---|\n",
-        args.text_len, args.regions, args.feature_dim, args.pair_batch, args.train_batch
+        args.shapes.text_len,
+        args.shapes.regions,
+        args.shapes.feature_dim,
+        args.pair_batch,
+        args.train_batch
     );
     for row in rows {
         out += &format!(
@@ -291,10 +337,12 @@ mod tests {
             models: vec!["mini".into()],
             pair_batch: 2,
             train_batch: 2,
-            text_len: 5,
-            regions: 3,
-            feature_dim: 8,
-            classes: 4,
+            shapes: Shapes {
+                text_len: 5,
+                regions: 3,
+                feature_dim: 8,
+                classes: 4,
+            },
             seconds: 0.0,
             skip_train: false,
         };

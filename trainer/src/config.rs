@@ -121,12 +121,28 @@ pub struct TrainSection {
     pub output: PathBuf,
     /// Optimiser steps of this stage.
     pub steps: u64,
-    /// Most samples per batch (48, the paper's).
+    /// Most samples per global batch (48, the paper's), over all processes and micro-batches:
+    /// each of the `world size × grad_accumulation` data ranks takes an equal share, so it must
+    /// divide evenly. The learning rate is the one for this global batch; nothing is rescaled
+    /// when the world size changes.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Most text tokens + regions per batch (48 × 144).
+    /// Most text tokens + regions per micro-batch (48 × 144).
     #[serde(default = "default_tokens")]
     pub max_tokens: usize,
+    /// Micro-batches each process runs per step before the gradients are averaged (1): one
+    /// process with 4 emulates 4 processes with 1, with the same global batch and the same
+    /// weights up to float rounding.
+    #[serde(default = "default_accumulation")]
+    pub grad_accumulation: usize,
+    /// Seconds a process waits in one collective operation (joining, all-reduce) before it
+    /// gives up: a peer that died or hangs ends every rank with an error (300).
+    #[serde(default = "default_collective_timeout")]
+    pub collective_timeout_s: u64,
+    /// Steps between comparisons of the processes' weights (100; 0: only at checkpoints).
+    /// Ranks that diverged stop the run with an error naming them.
+    #[serde(default = "default_replica_check")]
+    pub replica_check_every: u64,
     /// Peak learning rate of Adam (1e-4, the paper's).
     #[serde(default = "default_lr")]
     pub learning_rate: f64,
@@ -149,6 +165,15 @@ fn default_tokens() -> usize {
 }
 fn default_lr() -> f64 {
     1e-4
+}
+fn default_accumulation() -> usize {
+    1
+}
+fn default_collective_timeout() -> u64 {
+    300
+}
+fn default_replica_check() -> u64 {
+    100
 }
 fn default_every() -> u64 {
     100
@@ -202,6 +227,14 @@ impl RunConfig {
             (
                 t.max_tokens < self.data.max_text_len + self.data.max_regions,
                 "train.max_tokens must hold one full sample (data.max_text_len + data.max_regions)",
+            ),
+            (
+                t.grad_accumulation == 0,
+                "train.grad_accumulation must be positive",
+            ),
+            (
+                t.collective_timeout_s == 0,
+                "train.collective_timeout_s must be positive",
             ),
         ];
         refuse_first(

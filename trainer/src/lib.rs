@@ -5,8 +5,9 @@
 //! (the paper's masking and ITM pairing), [`batch`] and [`losses`],
 //! [`data`] (shards to samples, resumable order), [`checkpoint`] (exact-resume checkpoints),
 //! [`config`] and [`training`] (the loop of `trainer run` and `trainer finetune`), and
-//! [`retrieval`] (`trainer finetune` and `trainer eval`), [`bench`] (`trainer bench`) and
-//! [`report`] (`trainer report`).
+//! [`distributed`] (ranks, rendezvous and all-reduce across processes and nodes),
+//! [`retrieval`] (`trainer finetune` and `trainer eval`), [`bench`] (`trainer bench`),
+//! [`scaling`] (`trainer bench-scaling`) and [`report`] (`trainer report`).
 //! Tokenization is the `wordpiece` crate (shared with `pipeline`).
 
 pub mod batch;
@@ -14,9 +15,11 @@ pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod distributed;
 pub mod losses;
 pub mod model;
 pub mod objectives;
 pub mod report;
 pub mod retrieval;
+pub mod scaling;
 pub mod training;

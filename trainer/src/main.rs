@@ -3,6 +3,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use trainer::config::RunConfig;
+use trainer::distributed::{Collective, Rendezvous, World};
 
 /// ImageBERT pretraining, fine-tuning and image-text retrieval evaluation for imagebert, on Burn (CPU by default, CUDA with --features cuda).
 #[derive(Parser)]
@@ -23,6 +25,14 @@ enum Command {
     /// `data.dataset`, trains with MLM, MOC, MRFR and ITM, logs every step to
     /// `<train.output>/log.jsonl` and checkpoints to `<train.output>/checkpoints`. Run it again
     /// after a crash and it resumes exactly from the newest checkpoint.
+    ///
+    /// Data parallel over processes and nodes: the rank and world size come from
+    /// IMAGEBERT_RANK/IMAGEBERT_WORLD_SIZE, SLURM_PROCID/SLURM_NTASKS (srun) or
+    /// JOB_COMPLETION_INDEX/IMAGEBERT_WORLD_SIZE (Kubernetes Indexed Job); the ranks meet at
+    /// IMAGEBERT_MASTER_ADDR:IMAGEBERT_MASTER_PORT (default: the first Slurm node, else
+    /// 127.0.0.1; port 29500), and each is reached at IMAGEBERT_NODE_ADDR (default
+    /// SLURMD_NODENAME) on master port + 1 + rank. Servers bind BURN_COMMUNICATION_BIND_HOST
+    /// (default 0.0.0.0). See deploy/README.md.
     Run {
         /// The stage's config file (see trainer/configs/ for documented examples).
         #[arg(long)]
@@ -45,10 +55,51 @@ enum Command {
     /// second (extrapolated to the COCO 1k and 5k protocols, beside UNITER's 2-3 h on 8 V100)
     /// and pre-training samples per second, for each model size. Prints a table and JSON.
     Bench(trainer::bench::BenchArgs),
+    /// Measure data-parallel scaling on this host: a pre-training step of one model size with
+    /// 1, 2, ... --max-ranks processes on 127.0.0.1 (a fixed batch per process), the gradient
+    /// all-reduce within it, the scaling efficiency and the all-reduce bandwidth, and from that
+    /// bandwidth the communication time per step of a larger job. Prints a table and JSON.
+    BenchScaling(trainer::scaling::ScalingArgs),
     /// Write one Markdown page for a whole run: a PNG loss curve per training stage (from each
     /// log.jsonl) and the recall table of the evaluations (from each report.json) beside chance.
     /// Prints the page's path.
     Report(trainer::report::ReportArgs),
+}
+
+/// `trainer run`: alone, or as one rank of the job the environment describes.
+fn run(config: &std::path::Path) -> anyhow::Result<trainer::training::RunSummary> {
+    let config = RunConfig::load(config)?;
+    let world = World::from_env()?;
+    let collective = if world.size > 1 {
+        let timeout = std::time::Duration::from_secs(config.train.collective_timeout_s);
+        Some(Collective::join(world, &Rendezvous::from_env()?, timeout)?)
+    } else {
+        None
+    };
+    trainer::training::run::<backend::Train>(
+        &config,
+        collective.as_ref(),
+        &backend::default_device(),
+    )
+}
+
+/// `trainer bench-scaling`: the parent measures every process count, a child one rank.
+fn bench_scaling(args: &trainer::scaling::ScalingArgs) -> anyhow::Result<()> {
+    let device = backend::default_device();
+    if let Some(rank) = args.as_rank {
+        let world = World {
+            rank,
+            size: args.world,
+        };
+        let figures = trainer::scaling::measure_rank::<backend::Train>(args, world, &device)?;
+        println!("{}", serde_json::to_string(&figures)?);
+        return Ok(());
+    }
+    let rows = trainer::scaling::measure_all(args)?;
+    let name = trainer::bench::device_name::<backend::Compute>(&device);
+    print!("{}", trainer::scaling::table(args, &rows, &name)?);
+    println!("{}", serde_json::json!({ "device": name, "rows": rows }));
+    Ok(())
 }
 
 /// Prints the error with its causes and returns failure.
@@ -77,11 +128,16 @@ fn main() -> ExitCode {
         .init();
     match Cli::parse().command {
         Command::Doctor(args) => backend::doctor(&args),
-        Command::Run { config } => finished(trainer::config::RunConfig::load(&config).and_then(
-            |config| trainer::training::run::<backend::Train>(&config, &backend::default_device()),
-        )),
+        Command::Run { config } => finished(run(&config)),
         Command::Finetune { config } => finished(
             trainer::retrieval::finetune::FinetuneConfig::load(&config).and_then(|config| {
+                let world = World::from_env()?;
+                anyhow::ensure!(
+                    world.size == 1,
+                    "trainer finetune runs as one process; this one is rank {} of {}",
+                    world.rank,
+                    world.size
+                );
                 trainer::retrieval::finetune::finetune::<backend::Train>(
                     &config,
                     &backend::default_device(),
@@ -105,6 +161,10 @@ fn main() -> ExitCode {
                 Err(error) => failed(error),
             }
         }
+        Command::BenchScaling(args) => match bench_scaling(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => failed(error),
+        },
         Command::Report(args) => match trainer::report::write_report(&args) {
             Ok(path) => {
                 println!("report: {}", path.display());

@@ -9,12 +9,26 @@
 //! uninterrupted one. Log lines after the checkpoint's step (written before a crash) are dropped
 //! on resume. Every checkpoint also holds `model_config.json`, the model's shape, so that
 //! `trainer eval` can rebuild the model from the checkpoint alone.
+//!
+//! # Data parallelism
+//!
+//! A step's global batch is cut into `data ranks = world size × grad_accumulation` equal
+//! micro-batches; process `rank` runs micro-batches `rank × grad_accumulation ..` and each data
+//! rank reads its own slice of the shards. Each process averages its micro-batches' gradients,
+//! then one all-reduce ([`crate::distributed`]) averages them, with the step's logged figures,
+//! over all processes, and every rank takes the same Adam step. The masks and dropout of data
+//! rank `d` at step `s` are seeded from `(seed, s, d)`, so the run computes the same steps
+//! whichever way its data ranks are spread over processes: 2 processes × 1 micro-batch and
+//! 1 process × 2 micro-batches give the same weights up to float rounding. Rank 0 alone writes
+//! the log and the checkpoints (the output folder is shared); every `replica_check_every` steps
+//! and at every checkpoint the ranks compare a hash of their weights and stop if they differ.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -32,6 +46,9 @@ use crate::config::RunConfig;
 use crate::data::{
     Batcher, DataCursor, DataLimits, SampleStream, ShardPair, StreamOptions, check_detectors,
     list_shards,
+};
+use crate::distributed::{
+    Collective, World, check_replicas, flatten_gradients, gradients_from_flat, weights_hash,
 };
 use crate::losses::pretrain_losses;
 use crate::model::hf::HfCheckpoint;
@@ -56,6 +73,10 @@ pub trait LogLine: Serialize + DeserializeOwned {
     fn set_samples_per_s(&mut self, samples_per_s: f64);
     /// A few numbers for the progress bar.
     fn summary(&self) -> String;
+    /// The step's figures as numbers, to be averaged over micro-batches and ranks.
+    fn figures(&self) -> Vec<f32>;
+    /// Takes the average `figures` of `parts` micro-batches; counts become totals.
+    fn set_figures(&mut self, figures: &[f32], parts: usize);
 }
 
 /// A training task the loop drives: pre-training or fine-tuning.
@@ -68,15 +89,19 @@ pub trait Task<B: AutodiffBackend> {
     fn start(&mut self, model: ImageBert<B>, device: &B::Device) -> Result<ImageBert<B>>;
     /// Continues from a checkpoint's state.
     fn restore(&mut self, state: Self::State) -> Result<()>;
-    /// The state to checkpoint now.
+    /// The state to checkpoint now (this process's part of it).
     fn state(&self) -> Self::State;
+    /// One state from every process's part, in rank order (for the checkpoint rank 0 writes).
+    fn merge_states(parts: Vec<Self::State>) -> Result<Self::State>;
     /// Learning rate of `step` (0-based).
     fn learning_rate(&self, step: u64) -> f64;
-    /// Builds the next batch and returns its loss and log line (for step `step + 1`).
+    /// Builds micro-batch `micro` of this process for step `step + 1` (see the module docs) and
+    /// returns its loss and log line.
     fn step(
         &mut self,
         model: &ImageBert<B>,
         step: u64,
+        micro: usize,
         lr: f64,
     ) -> Result<(Tensor<B, 1>, Self::Log)>;
 }
@@ -96,6 +121,10 @@ pub struct LoopSettings {
     pub seed: u64,
     /// The model's shape.
     pub model: ImageBertConfig,
+    /// Micro-batches per process and step (1).
+    pub grad_accumulation: usize,
+    /// Steps between comparisons of the ranks' weights (0: only at checkpoints).
+    pub replica_check_every: u64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,12 +195,21 @@ pub fn scalar<B: Backend>(tensor: &Tensor<B, 1>) -> f32 {
         .unwrap_or(f32::NAN)
 }
 
-/// Runs (or resumes) `task` for `settings.steps` steps with Adam.
+/// Runs (or resumes) `task` for `settings.steps` steps with Adam, alone or as one rank of
+/// `collective` (see the module docs).
 pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
     settings: &LoopSettings,
     task: &mut T,
+    collective: Option<&Collective>,
     device: &B::Device,
 ) -> Result<LoopSummary<T::Log>> {
+    let world = collective.map_or(World::SINGLE, Collective::world);
+    let leader = world.rank == 0;
+    ensure!(
+        settings.grad_accumulation > 0,
+        "train.grad_accumulation must be positive"
+    );
+    let data_ranks = world.size * settings.grad_accumulation;
     let store = CheckpointStore::new(
         settings.output.join("checkpoints"),
         settings.keep_checkpoints,
@@ -181,6 +219,7 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
         .with_context(|| format!("creating {}", settings.output.display()))?;
     B::seed(device, settings.seed);
     let mut model = ImageBert::<B>::init(&settings.model, device);
+    materialize(&model);
     let mut optimizer = AdamConfig::new().init::<B, ImageBert<B>>();
     let mut step = match store.latest()? {
         Some(checkpoint) => {
@@ -190,60 +229,106 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
                 .with_context(|| {
                     format!("{}: corrupt training state", checkpoint.path.display())
                 })?;
-            truncate_log::<T::Log>(&log_path, saved.step)?;
+            if leader {
+                truncate_log::<T::Log>(&log_path, saved.step)?;
+            }
             tracing::info!(step = saved.step, path = %checkpoint.path.display(), "resuming");
             task.restore(saved.task)?;
             saved.step
         }
         None => {
             model = task.start(model, device)?;
-            truncate_log::<T::Log>(&log_path, 0)?;
+            if leader {
+                truncate_log::<T::Log>(&log_path, 0)?;
+            }
             0
         }
     };
     let resumed_from = step;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("opening {}", log_path.display()))?;
+    if let Some(collective) = collective {
+        compare_replicas(collective, &model, step)?;
+    }
+    let mut log = leader
+        .then(|| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log_path)
+                .with_context(|| format!("opening {}", log_path.display()))
+        })
+        .transpose()?;
     let model_config = serde_json::to_vec_pretty(&settings.model)?;
-    let progress = step_progress(settings.steps, step);
+    let progress = if leader {
+        step_progress(settings.steps, step)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
     let mut last = None;
     while step < settings.steps {
         let started = Instant::now();
-        seed_step::<B>(device, settings.seed, step);
         let lr = task.learning_rate(step);
-        let (loss, mut entry) = task.step(&model, step, lr)?;
+        let (gradients, entry) = if data_ranks == 1 {
+            seed_step::<B>(device, settings.seed, step);
+            let (loss, entry) = task.step(&model, step, 0, lr)?;
+            (GradientsParams::from_grads(loss.backward(), &model), entry)
+        } else {
+            data_parallel_step(settings, task, &model, collective, step, lr, device)?
+        };
         ensure!(
             entry.loss().is_finite(),
             "step {}: loss is {}",
             entry.step(),
             entry.loss()
         );
-        let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(lr, model, gradients);
         step += 1;
+        let mut entry = entry;
         entry.set_samples_per_s(1.0 / started.elapsed().as_secs_f64());
-        writeln!(log, "{}", serde_json::to_string(&entry)?)?;
+        if let Some(log) = &mut log {
+            writeln!(log, "{}", serde_json::to_string(&entry)?)?;
+        }
         progress.set_position(step);
         progress.set_message(entry.summary());
         last = Some(entry);
-        if step % settings.checkpoint_every == 0 || step == settings.steps {
-            log.flush()?;
-            let state = SavedState {
-                step,
-                task: task.state(),
+        let checkpoint = step % settings.checkpoint_every == 0 || step == settings.steps;
+        if let Some(collective) = collective {
+            let every = settings.replica_check_every;
+            if checkpoint || (every > 0 && step.is_multiple_of(every)) {
+                compare_replicas(collective, &model, step)?;
+            }
+        }
+        if checkpoint {
+            let task_state = match collective {
+                Some(collective) => {
+                    let parts = collective
+                        .gather_bytes(
+                            &serde_json::to_vec(&task.state())?,
+                            "gathering data cursors",
+                        )?
+                        .iter()
+                        .map(|bytes| serde_json::from_slice(bytes))
+                        .collect::<Result<Vec<T::State>, _>>()
+                        .context("a rank's training state")?;
+                    T::merge_states(parts)?
+                }
+                None => task.state(),
             };
-            store.save(
-                step,
-                &[
-                    (MODEL_FILE, &module_to_bytes::<B, _>(model.clone())?),
-                    (MODEL_CONFIG_FILE, &model_config),
-                    (OPTIMIZER_FILE, &optimizer_to_bytes(&optimizer)?),
-                    (STATE_FILE, &serde_json::to_vec(&state)?),
-                ],
-            )?;
+            if let Some(log) = &mut log {
+                log.flush()?;
+                let state = SavedState {
+                    step,
+                    task: task_state,
+                };
+                store.save(
+                    step,
+                    &[
+                        (MODEL_FILE, &module_to_bytes::<B, _>(model.clone())?),
+                        (MODEL_CONFIG_FILE, &model_config),
+                        (OPTIMIZER_FILE, &optimizer_to_bytes(&optimizer)?),
+                        (STATE_FILE, &serde_json::to_vec(&state)?),
+                    ],
+                )?;
+            }
         }
     }
     progress.finish();
@@ -252,6 +337,79 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
         steps: step,
         last,
     })
+}
+
+/// Draws every parameter's initial value now, in module order. Burn initialises parameters
+/// lazily, on first use, from the backend's RNG at that moment: left lazy, the values would
+/// depend on what used the RNG first (a forward pass after [`seed_step`], or the replica check).
+fn materialize<B: Backend>(model: &ImageBert<B>) {
+    struct Touch;
+    impl<B: Backend> ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let _ = param.val();
+        }
+    }
+    model.visit(&mut Touch);
+}
+
+/// One step's gradients and log line over several data ranks: this process's micro-batches,
+/// averaged, then averaged with the other processes' in one all-reduce that also carries the
+/// logged figures.
+fn data_parallel_step<B: AutodiffBackend, T: Task<B>>(
+    settings: &LoopSettings,
+    task: &mut T,
+    model: &ImageBert<B>,
+    collective: Option<&Collective>,
+    step: u64,
+    lr: f64,
+    device: &B::Device,
+) -> Result<(GradientsParams, T::Log)> {
+    let world = collective.map_or(World::SINGLE, Collective::world);
+    let micros = settings.grad_accumulation;
+    let data_ranks = (world.size * micros) as u64;
+    let mut summed: Vec<f32> = Vec::new();
+    let mut figures: Vec<f32> = Vec::new();
+    let mut first = None;
+    for micro in 0..micros {
+        let data_rank = (world.rank * micros + micro) as u64;
+        seed_step::<B>(device, settings.seed, step * data_ranks + data_rank);
+        let (loss, entry) = task.step(model, step, micro, lr)?;
+        let gradients = GradientsParams::from_grads(loss.backward(), model);
+        add_into(&mut summed, &flatten_gradients(model, &gradients));
+        add_into(&mut figures, &entry.figures());
+        first.get_or_insert(entry);
+    }
+    let gradient_count = summed.len();
+    summed.extend(figures);
+    let scale = 1.0 / micros as f32;
+    summed.iter_mut().for_each(|value| *value *= scale);
+    let averaged = match collective {
+        Some(collective) => collective.mean(summed, &format!("all-reduce of step {}", step + 1))?,
+        None => summed,
+    };
+    let mut entry = first.context("no micro-batch ran")?;
+    entry.set_figures(&averaged[gradient_count..], data_ranks as usize);
+    let gradients = gradients_from_flat(model, &averaged[..gradient_count])?;
+    Ok((gradients, entry))
+}
+
+/// `total += values`, element-wise; an empty `total` becomes `values`.
+fn add_into(total: &mut Vec<f32>, values: &[f32]) {
+    if total.is_empty() {
+        total.extend_from_slice(values);
+    } else {
+        total.iter_mut().zip(values).for_each(|(t, v)| *t += v);
+    }
+}
+
+/// Stops unless every rank holds the same weights as rank 0 after `step`.
+fn compare_replicas<B: AutodiffBackend>(
+    collective: &Collective,
+    model: &ImageBert<B>,
+    step: u64,
+) -> Result<()> {
+    let hashes = collective.gather_bytes(&weights_hash(model), "comparing weights")?;
+    check_replicas(&hashes, step)
 }
 
 /// The newest checkpoint in `checkpoints` and the model shape it holds (`model_config.json`).
@@ -279,11 +437,14 @@ pub fn load_model<B: Backend>(
     Ok((model, config, checkpoint))
 }
 
-/// Everything besides weights that exact resume of pre-training needs.
+/// Everything besides weights that exact resume of pre-training needs: where each data rank's
+/// stream stands (masks are seeded from the step, so there is no RNG to keep).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct PretrainState {
-    rng: ChaCha8Rng,
-    cursor: DataCursor,
+    /// Data ranks of the run that saved it.
+    data_ranks: usize,
+    /// `(data rank, cursor)` of the data ranks the saving process (or, merged, all) ran.
+    cursors: Vec<(usize, DataCursor)>,
 }
 
 /// One line of `trainer run`'s `log.jsonl`.
@@ -336,6 +497,40 @@ impl LogLine for StepLog {
             self.loss, self.mlm_accuracy, self.itm_accuracy
         )
     }
+    fn figures(&self) -> Vec<f32> {
+        vec![
+            self.loss,
+            self.mlm,
+            self.moc,
+            self.mrfr,
+            self.itm,
+            self.mlm_accuracy,
+            self.moc_accuracy,
+            self.itm_accuracy,
+            self.samples as f32,
+            self.tokens as f32,
+        ]
+    }
+    fn set_figures(&mut self, figures: &[f32], parts: usize) {
+        if let [
+            loss,
+            mlm,
+            moc,
+            mrfr,
+            itm,
+            mlm_acc,
+            moc_acc,
+            itm_acc,
+            samples,
+            tokens,
+        ] = *figures
+        {
+            (self.loss, self.mlm, self.moc, self.mrfr, self.itm) = (loss, mlm, moc, mrfr, itm);
+            (self.mlm_accuracy, self.moc_accuracy, self.itm_accuracy) = (mlm_acc, moc_acc, itm_acc);
+            self.samples = (samples * parts as f32).round() as usize;
+            self.tokens = (tokens * parts as f32).round() as usize;
+        }
+    }
 }
 
 /// What a finished `trainer run` reports.
@@ -345,23 +540,42 @@ pub type RunSummary = LoopSummary<StepLog>;
 struct Pretrain<'a> {
     config: &'a RunConfig,
     shards: Vec<ShardPair>,
-    tokenizer: Option<WordPiece>,
+    tokenizer: WordPiece,
     options: StreamOptions,
     special: SpecialTokens,
     vocab_size: usize,
     feature_dim: usize,
-    rng: ChaCha8Rng,
-    batcher: Option<Batcher>,
+    /// Data ranks of the run (world size × micro-batches per process).
+    data_ranks: usize,
+    /// This process's data ranks, one per micro-batch.
+    own_data_ranks: std::ops::Range<usize>,
+    /// Samples per micro-batch.
+    micro_batch: usize,
+    /// One stream per own data rank, once opened.
+    batchers: Vec<Batcher>,
 }
 
 impl Pretrain<'_> {
-    fn open_stream(&mut self, cursor: DataCursor) -> Result<()> {
-        let tokenizer = self
-            .tokenizer
-            .take()
-            .context("the stream is already open")?;
-        let stream = SampleStream::resume(cursor, self.shards.clone(), tokenizer, self.options)?;
-        self.batcher = Some(Batcher::new(stream));
+    /// Opens this process's streams, each at its data rank's cursor.
+    fn open_streams(&mut self, cursor_of: impl Fn(usize) -> DataCursor) -> Result<()> {
+        self.batchers = self
+            .own_data_ranks
+            .clone()
+            .map(|data_rank| {
+                let options = StreamOptions {
+                    rank: data_rank,
+                    world_size: self.data_ranks,
+                    ..self.options
+                };
+                let stream = SampleStream::resume(
+                    cursor_of(data_rank),
+                    self.shards.clone(),
+                    self.tokenizer.clone(),
+                    options,
+                )?;
+                Ok(Batcher::new(stream))
+            })
+            .collect::<Result<_>>()?;
         Ok(())
     }
 }
@@ -371,7 +585,7 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
     type Log = StepLog;
 
     fn start(&mut self, model: ImageBert<B>, device: &B::Device) -> Result<ImageBert<B>> {
-        self.open_stream(DataCursor::default())?;
+        self.open_streams(|_| DataCursor::default())?;
         let model = if let Some(dir) = &self.config.model.init_from {
             let previous = CheckpointStore::new(dir, usize::MAX)
                 .latest()?
@@ -389,19 +603,49 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
     }
 
     fn restore(&mut self, state: PretrainState) -> Result<()> {
-        self.rng = state.rng;
-        self.open_stream(state.cursor)
+        let cursors: std::collections::HashMap<usize, DataCursor> =
+            state.cursors.iter().copied().collect();
+        if state.data_ranks == self.data_ranks
+            && (0..self.data_ranks).all(|rank| cursors.contains_key(&rank))
+        {
+            return self.open_streams(|data_rank| cursors[&data_rank]);
+        }
+        // Another world size or accumulation: the old slices no longer exist. Every data rank
+        // starts the epoch after the furthest one any old data rank had reached.
+        let epoch = cursors.values().map(|c| c.epoch).max().unwrap_or(0) + 1;
+        tracing::warn!(
+            saved = state.data_ranks,
+            now = self.data_ranks,
+            epoch,
+            "the number of data ranks changed: every stream restarts at a new epoch"
+        );
+        self.open_streams(|_| DataCursor {
+            epoch,
+            ..DataCursor::default()
+        })
     }
 
     fn state(&self) -> PretrainState {
         PretrainState {
-            rng: self.rng.clone(),
-            cursor: self
-                .batcher
-                .as_ref()
-                .map(Batcher::cursor)
-                .unwrap_or_default(),
+            data_ranks: self.data_ranks,
+            cursors: self
+                .own_data_ranks
+                .clone()
+                .zip(&self.batchers)
+                .map(|(data_rank, batcher)| (data_rank, batcher.cursor()))
+                .collect(),
         }
+    }
+
+    fn merge_states(parts: Vec<PretrainState>) -> Result<PretrainState> {
+        let data_ranks = parts.first().context("no state to merge")?.data_ranks;
+        let mut cursors: Vec<(usize, DataCursor)> =
+            parts.into_iter().flat_map(|part| part.cursors).collect();
+        cursors.sort_by_key(|(data_rank, _)| *data_rank);
+        Ok(PretrainState {
+            data_ranks,
+            cursors,
+        })
     }
 
     fn learning_rate(&self, step: u64) -> f64 {
@@ -412,20 +656,27 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
         &mut self,
         model: &ImageBert<B>,
         step: u64,
+        micro: usize,
         lr: f64,
     ) -> Result<(Tensor<B, 1>, StepLog)> {
-        let batcher = self.batcher.as_mut().context("the stream is not open")?;
-        let samples =
-            batcher.next_batch(self.config.train.batch_size, self.config.train.max_tokens)?;
+        let data_rank = self.own_data_ranks.start + micro;
+        let batcher = self
+            .batchers
+            .get_mut(micro)
+            .context("the stream is not open")?;
+        let samples = batcher.next_batch(self.micro_batch, self.config.train.max_tokens)?;
         let tokens: usize = samples.iter().map(crate::data::sample_tokens).sum();
         let device = model.mlm_bias.device();
+        // Masks and ITM pairs of data rank `d` at step `s` come from `(seed, s, d)` alone.
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.data.seed);
+        rng.set_stream(step * self.data_ranks as u64 + data_rank as u64);
         let (input, targets) = build_pretrain_batch::<B>(
             &samples,
             self.feature_dim,
             self.special,
             self.vocab_size,
             &self.config.masking,
-            &mut self.rng,
+            &mut rng,
             &device,
         );
         let losses = pretrain_losses(model.forward(&input), targets, &self.config.loss_weights);
@@ -448,8 +699,13 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
     }
 }
 
-/// Runs (or resumes) the stage described by `config` on backend `B`.
-pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result<RunSummary> {
+/// Runs (or resumes) the stage described by `config` on backend `B`, as one rank of
+/// `collective` when there is one.
+pub fn run<B: AutodiffBackend>(
+    config: &RunConfig,
+    collective: Option<&Collective>,
+    device: &B::Device,
+) -> Result<RunSummary> {
     let tokenizer = WordPiece::from_file(&config.model.vocab)?;
     let shards = list_shards(&config.data.dataset)?;
     let encoder = config.encoder()?;
@@ -459,6 +715,17 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
         encoder.vocab_size,
         tokenizer.vocab_size(),
         config.model.vocab.display()
+    );
+    let world = collective.map_or(World::SINGLE, Collective::world);
+    let micros = config.train.grad_accumulation;
+    let data_ranks = world.size * micros;
+    ensure!(
+        config.train.batch_size.is_multiple_of(data_ranks),
+        "train.batch_size {} is not a multiple of {} data ranks ({} processes x \
+         train.grad_accumulation {micros}): the global batch must split evenly",
+        config.train.batch_size,
+        data_ranks,
+        world.size
     );
     // Footers only: every shard's detector is checked before training starts.
     let detector = check_detectors(&shards)?;
@@ -473,13 +740,15 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
             region_feature_dim: detector.feature_dim,
             num_object_classes: detector.num_classes,
         },
+        grad_accumulation: micros,
+        replica_check_every: config.train.replica_check_every,
     };
     let mut task = Pretrain {
         config,
         shards,
         special: tokenizer.special(),
         vocab_size: tokenizer.vocab_size(),
-        tokenizer: Some(tokenizer),
+        tokenizer,
         options: StreamOptions {
             seed: config.data.seed,
             rank: 0,
@@ -490,8 +759,10 @@ pub fn run<B: AutodiffBackend>(config: &RunConfig, device: &B::Device) -> Result
             },
         },
         feature_dim: detector.feature_dim,
-        rng: ChaCha8Rng::seed_from_u64(config.data.seed),
-        batcher: None,
+        data_ranks,
+        own_data_ranks: world.rank * micros..(world.rank + 1) * micros,
+        micro_batch: config.train.batch_size / data_ranks,
+        batchers: Vec::new(),
     };
-    train_loop::<B, _>(&settings, &mut task, device)
+    train_loop::<B, _>(&settings, &mut task, collective, device)
 }

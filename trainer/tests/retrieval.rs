@@ -132,7 +132,7 @@ fn pretrained() -> &'static PathBuf {
         )
         .unwrap();
         let config = RunConfig::load(&config).unwrap();
-        trainer::training::run::<Train>(&config, &backend::default_device()).unwrap();
+        trainer::training::run::<Train>(&config, None, &backend::default_device()).unwrap();
         photos.dir.join("stage1/checkpoints")
     })
 }
@@ -267,12 +267,12 @@ fn all_three_losses_train() {
         let config = finetune_config(
             &name,
             &json,
-            "steps = 30\nbatch_size = 6\nlearning_rate = 1e-3\ncheckpoint_every = 30",
+            "steps = 40\nbatch_size = 6\nlearning_rate = 1e-3\ncheckpoint_every = 40",
             &format!("loss = \"{loss}\"\ngroup_size = 2\n"),
         );
         finetune::<Train>(&config, &backend::default_device()).unwrap();
         let log = read_log(&photos().dir.join(&name));
-        assert_eq!(log.len(), 30);
+        assert_eq!(log.len(), 40);
         let (first, last) = loss_ends(&log, 5);
         eprintln!("{loss}: loss {first:.3} -> {last:.3}");
         assert!(last < 0.6 * first, "{loss}: loss {first} -> {last}");

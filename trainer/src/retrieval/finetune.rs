@@ -281,6 +281,26 @@ impl LogLine for FinetuneLog {
     fn summary(&self) -> String {
         format!("loss {:.3}  acc {:.2}", self.loss, self.group_accuracy)
     }
+    fn figures(&self) -> Vec<f32> {
+        vec![
+            self.loss,
+            self.group_accuracy as f32,
+            self.positive_score as f32,
+            self.negative_score as f32,
+            self.anchors as f32,
+            self.pairs as f32,
+        ]
+    }
+    fn set_figures(&mut self, figures: &[f32], parts: usize) {
+        if let [loss, accuracy, positive, negative, anchors, pairs] = *figures {
+            self.loss = loss;
+            self.group_accuracy = f64::from(accuracy);
+            self.positive_score = f64::from(positive);
+            self.negative_score = f64::from(negative);
+            self.anchors = (anchors * parts as f32).round() as usize;
+            self.pairs = (pairs * parts as f32).round() as usize;
+        }
+    }
 }
 
 /// The hardest negatives seen per anchor: `captions[i]` for image `i`, `images[c]` for caption `c`,
@@ -420,6 +440,11 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
         self.state.clone()
     }
 
+    fn merge_states(parts: Vec<FinetuneState>) -> Result<FinetuneState> {
+        // Fine-tuning runs as one process.
+        parts.into_iter().next().context("no state to merge")
+    }
+
     fn learning_rate(&self, step: u64) -> f64 {
         let t = &self.config.train;
         linear_schedule(t.learning_rate, t.warmup_steps, t.steps, step)
@@ -429,6 +454,7 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
         &mut self,
         model: &ImageBert<B>,
         step: u64,
+        _micro: usize,
         lr: f64,
     ) -> Result<(Tensor<B, 1>, FinetuneLog)> {
         let objective = &self.config.objective;
@@ -586,6 +612,8 @@ pub fn finetune<B: AutodiffBackend>(
         keep_checkpoints: config.train.keep_checkpoints,
         seed: config.data.seed,
         model,
+        grad_accumulation: 1,
+        replica_check_every: 0,
     };
     let (images, captions) = (set.images.len(), set.captions.len());
     let mut task = Finetune {
@@ -602,7 +630,7 @@ pub fn finetune<B: AutodiffBackend>(
         },
         order: Vec::new(),
     };
-    train_loop::<B, _>(&settings, &mut task, device)
+    train_loop::<B, _>(&settings, &mut task, None, device)
 }
 
 #[cfg(test)]

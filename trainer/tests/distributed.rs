@@ -1,0 +1,257 @@
+//! `trainer run` as several processes on 127.0.0.1, the multi-node path (burn-collective over
+//! TCP) as a cluster runs it: the ranks hold identical weights after every step (each run checks
+//! it every step and would fail), they match one process that runs the same global batch as
+//! micro-batches, a killed rank makes the others fail fast, and the restarted job resumes to
+//! the same weights.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{config_text, losses, trainer, weights, write_dataset};
+
+/// Seconds a rank waits for its peers in the tests.
+const TIMEOUT_S: u64 = 20;
+
+/// A config of `steps` steps over six shards with a global batch of 6 split into
+/// `grad_accumulation` micro-batches per process.
+fn write_config(dir: &Path, steps: u64, grad_accumulation: usize) -> PathBuf {
+    let path = dir.join("stage1.toml");
+    let train = format!(
+        "steps = {steps}\nbatch_size = 6\nmax_tokens = 120\nlearning_rate = 1e-3\n\
+         warmup_steps = 2\ncheckpoint_every = 4\nkeep_checkpoints = 2\n\
+         grad_accumulation = {grad_accumulation}\ncollective_timeout_s = {TIMEOUT_S}\n\
+         replica_check_every = 1"
+    );
+    std::fs::write(&path, config_text(&train)).unwrap();
+    if !dir.join("data").exists() {
+        write_dataset(&dir.join("data"), 6);
+    }
+    path
+}
+
+/// A base port with `count` free ports from it on 127.0.0.1.
+fn free_ports(count: u16) -> u16 {
+    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    for _ in 0..200 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let base = 20000 + (seed >> 33) as u16 % 30000;
+        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} free ports on 127.0.0.1");
+}
+
+/// Starts rank `rank` of `size` with the config, all servers on 127.0.0.1.
+fn spawn_rank(config: &Path, rank: usize, size: usize, port: u16) -> Child {
+    let mut command: Command = trainer(config);
+    command
+        .env("IMAGEBERT_RANK", rank.to_string())
+        .env("IMAGEBERT_WORLD_SIZE", size.to_string())
+        .env("IMAGEBERT_MASTER_ADDR", "127.0.0.1")
+        .env("IMAGEBERT_MASTER_PORT", port.to_string())
+        .env("IMAGEBERT_NODE_ADDR", "127.0.0.1")
+        .env("BURN_COMMUNICATION_BIND_HOST", "127.0.0.1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command.spawn().unwrap()
+}
+
+/// Runs `configs[r]` as rank `r` of `configs.len()` and waits for all of them.
+fn run_ranks(configs: &[PathBuf]) -> Vec<Output> {
+    let port = free_ports(configs.len() as u16 + 1);
+    let children: Vec<Child> = configs
+        .iter()
+        .enumerate()
+        .map(|(rank, config)| spawn_rank(config, rank, configs.len(), port))
+        .collect();
+    children
+        .into_iter()
+        .map(|child| child.wait_with_output().unwrap())
+        .collect()
+}
+
+fn assert_success(outputs: &[Output]) {
+    for (rank, out) in outputs.iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "rank {rank} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// One process running `grad_accumulation` micro-batches per step.
+fn run_alone(config: &Path) {
+    let out = trainer(config).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_close(got: &[f32], expected: &[f32], what: &str) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths differ");
+    let worst = got
+        .iter()
+        .zip(expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "{what}: differ by up to {worst}");
+}
+
+/// The losses of a log, step by step.
+fn loss_column(dir: &Path) -> Vec<f32> {
+    losses(dir)
+        .iter()
+        .map(|line| line["loss"].as_f64().unwrap() as f32)
+        .collect()
+}
+
+#[test]
+fn two_processes_match_one_process_running_the_same_global_batch() {
+    let steps = 6;
+    let alone = tempfile::tempdir().unwrap();
+    run_alone(&write_config(alone.path(), steps, 2));
+
+    let job = tempfile::tempdir().unwrap();
+    let config = write_config(job.path(), steps, 1);
+    assert_success(&run_ranks(&[config.clone(), config.clone()]));
+
+    assert_close(
+        &weights(job.path(), steps),
+        &weights(alone.path(), steps),
+        "final weights",
+    );
+    assert_close(
+        &loss_column(job.path()),
+        &loss_column(alone.path()),
+        "losses",
+    );
+    let log = losses(job.path());
+    assert_eq!(log.len(), steps as usize);
+    assert!(
+        log.iter().all(|line| line["samples"] == 6),
+        "every step logs the global batch: {log:?}"
+    );
+
+    // The job restarted with more steps on three processes instead of two: the data cursors
+    // cannot carry over, so the streams restart at a new epoch, and training goes on.
+    let config = write_config(job.path(), steps + 2, 1);
+    let outputs = run_ranks(&[config.clone(), config.clone(), config]);
+    assert_success(&outputs);
+    let stderr = String::from_utf8_lossy(&outputs[0].stderr);
+    assert!(
+        stderr.contains("the number of data ranks changed"),
+        "{stderr}"
+    );
+    assert_eq!(losses(job.path()).len(), steps as usize + 2);
+}
+
+#[test]
+fn a_killed_rank_stops_the_others_fast_and_the_restarted_job_resumes_exactly() {
+    let steps = 24;
+    let alone = tempfile::tempdir().unwrap();
+    run_alone(&write_config(alone.path(), steps, 3));
+
+    let job = tempfile::tempdir().unwrap();
+    let config = write_config(job.path(), steps, 1);
+    let port = free_ports(4);
+    let mut ranks: Vec<Child> = (0..3)
+        .map(|rank| spawn_rank(&config, rank, 3, port))
+        .collect();
+    let log = job.path().join("run/log.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 9 {
+        assert!(
+            ranks
+                .iter_mut()
+                .all(|rank| rank.try_wait().unwrap().is_none()),
+            "a rank ended before the kill"
+        );
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ranks[2].kill().unwrap(); // SIGKILL
+    ranks.pop().unwrap().wait().unwrap();
+    let killed_at = Instant::now();
+    for (rank, child) in ranks.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rank {rank} went on without rank 2");
+        assert!(
+            stderr.contains(&format!("rank {rank} of 3")),
+            "rank {rank}'s error does not say which rank it is: {stderr}"
+        );
+    }
+    let waited = killed_at.elapsed();
+    eprintln!("the other ranks stopped {waited:?} after rank 2 was killed");
+    assert!(
+        waited < Duration::from_secs(TIMEOUT_S + 15),
+        "the other ranks took {waited:?} to stop"
+    );
+    let lines_at_kill = losses(job.path()).len();
+    assert!(
+        lines_at_kill < steps as usize,
+        "the job finished before the kill"
+    );
+
+    let outputs = run_ranks(&[config.clone(), config.clone(), config]);
+    assert_success(&outputs);
+    let stderr = String::from_utf8_lossy(&outputs[0].stderr);
+    assert!(
+        stderr.contains("resuming"),
+        "the restart did not resume: {stderr}"
+    );
+    assert_eq!(losses(job.path()).len(), steps as usize);
+    assert_close(
+        &weights(job.path(), steps),
+        &weights(alone.path(), steps),
+        "final weights after the restart",
+    );
+    assert_close(
+        &loss_column(job.path()),
+        &loss_column(alone.path()),
+        "losses",
+    );
+}
+
+#[test]
+fn ranks_that_start_from_different_weights_are_refused() {
+    let job = tempfile::tempdir().unwrap();
+    let config = write_config(job.path(), 2, 1);
+    let other = job.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::create_dir_all(other.join("data")).unwrap();
+    // Same data and output, another seed: the initial weights differ.
+    let other_config = other.join("stage1.toml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("seed = 7", "seed = 8")
+        .replace(
+            "dataset = \"data\"",
+            &format!("dataset = {:?}", job.path().join("data")),
+        )
+        .replace(
+            "output = \"run\"",
+            &format!("output = {:?}", job.path().join("run")),
+        );
+    std::fs::write(&other_config, text).unwrap();
+    let outputs = run_ranks(&[config, other_config]);
+    for (rank, out) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rank {rank} trained on");
+        assert!(
+            stderr.contains("ranks [1] hold other weights than rank 0"),
+            "rank {rank}: {stderr}"
+        );
+    }
+}
