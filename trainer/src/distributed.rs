@@ -215,7 +215,7 @@ impl Collective {
             ))?)
             .with_node_address(parse(format!("ws://{}:{port}", rendezvous.node_host))?)
             .with_data_service_port(port)
-            .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2));
+            .with_global_all_reduce_strategy(AllReduceStrategy::Ring);
         let rank = collective.peer();
         collective.within("joining the other ranks", move || {
             burn_collective::register::<Wire>(rank, Default::default(), config)

@@ -181,8 +181,10 @@ pub fn measure_all(args: &ScalingArgs) -> Result<Vec<ScalingRow>> {
             if !out.status.success() {
                 bail!("rank {rank} of {ranks} failed");
             }
+            // The figures are the last line (burn-communication prints its connections).
+            let stdout = String::from_utf8_lossy(&out.stdout);
             figures.push(
-                serde_json::from_slice::<RankFigures>(&out.stdout)
+                serde_json::from_str::<RankFigures>(stdout.lines().last().unwrap_or_default())
                     .with_context(|| format!("rank {rank} of {ranks}: unreadable figures"))?,
             );
         }

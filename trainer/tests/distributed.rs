@@ -1,8 +1,8 @@
 //! `trainer run` as several processes on 127.0.0.1, the multi-node path (burn-collective over
 //! TCP) as a cluster runs it: the ranks hold identical weights after every step (each run checks
 //! it every step and would fail), they match one process that runs the same global batch as
-//! micro-batches, a killed rank makes the others fail fast, and the restarted job resumes to
-//! the same weights.
+//! micro-batches, a killed rank makes the others fail fast, a stalled one makes them fail at
+//! the deadline, and the restarted job resumes to the same weights.
 
 mod common;
 
@@ -254,4 +254,51 @@ fn ranks_that_start_from_different_weights_are_refused() {
             "rank {rank}: {stderr}"
         );
     }
+}
+
+#[test]
+fn a_stalled_rank_stops_the_others_at_the_deadline() {
+    let job = tempfile::tempdir().unwrap();
+    let config = write_config(job.path(), 200, 1);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("collective_timeout_s = {TIMEOUT_S}"),
+            "collective_timeout_s = 3",
+        ),
+    )
+    .unwrap();
+    let port = free_ports(3);
+    let mut ranks: Vec<Child> = (0..2)
+        .map(|rank| spawn_rank(&config, rank, 2, port))
+        .collect();
+    let log = job.path().join("run/log.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SIGSTOP: rank 1 is alive, its connections open, but it never answers again.
+    let stopped = Command::new("kill")
+        .args(["-STOP", &ranks[1].id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let stalled_at = Instant::now();
+    let out = ranks.remove(0).wait_with_output().unwrap();
+    let waited = stalled_at.elapsed();
+    ranks[0].kill().unwrap();
+    ranks[0].wait().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rank 0 went on without rank 1");
+    assert!(
+        stderr.contains("rank 0 of 2") && stderr.contains("no answer within 3 s"),
+        "{stderr}"
+    );
+    assert!(
+        waited < Duration::from_secs(30),
+        "rank 0 took {waited:?} to stop"
+    );
+    eprintln!("rank 0 stopped {waited:?} after rank 1 stalled");
 }
