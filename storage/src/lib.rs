@@ -243,6 +243,23 @@ impl Location {
         BLOCKING.block_on(self.get(name))
     }
 
+    /// [`Location::get_if_exists`] for synchronous code; must not be called from inside an
+    /// async runtime.
+    pub fn get_if_exists_blocking(&self, name: &str) -> Result<Option<Bytes>> {
+        BLOCKING.block_on(self.get_if_exists(name))
+    }
+
+    /// [`Location::put`] for synchronous code; must not be called from inside an async runtime.
+    pub fn put_blocking(&self, name: &str, bytes: Bytes) -> Result<()> {
+        BLOCKING.block_on(self.put(name, bytes))
+    }
+
+    /// [`Location::delete`] for synchronous code; must not be called from inside an async
+    /// runtime.
+    pub fn delete_blocking(&self, name: &str) -> Result<()> {
+        BLOCKING.block_on(self.delete(name))
+    }
+
     /// [`Location::list`] for synchronous code; must not be called from inside an async runtime.
     pub fn list_blocking(&self) -> Result<Vec<String>> {
         BLOCKING.block_on(self.list())
@@ -251,8 +268,13 @@ impl Location {
 
 fn local_store(dir: &FsPath) -> Result<Arc<dyn ObjectStore>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // fsync: a file renamed into place is on disk before the next one (a shard before its
+    // stats, a checkpoint's files before its manifest), as a remote PUT is durable when it
+    // returns. Cleanup: deleting a folder's last file removes the empty folder.
     let store = LocalFileSystem::new_with_prefix(dir)
-        .with_context(|| format!("opening {}", dir.display()))?;
+        .with_context(|| format!("opening {}", dir.display()))?
+        .with_fsync(true)
+        .with_automatic_cleanup(true);
     Ok(Arc::new(store))
 }
 

@@ -1,19 +1,17 @@
 //! Checkpoints for exact resume: a folder `step-NNNNNNNNNN/` per checkpoint holding the model,
-//! the optimizer and the training state (step, RNG, data cursor; serialised by the caller), plus
-//! `manifest.json` with each file's SHA-256, written last.
+//! the optimizer and the training state (step, data cursors; serialised by the caller), plus
+//! `manifest.json` with each file's SHA-256, written last. The checkpoints live in a
+//! [`storage::Location`]: a local folder or `s3://`, `gs://`, `az://` (credentials from the
+//! environment).
 //!
 //! A checkpoint is complete only when its manifest exists, so a crash while writing leaves an
-//! incomplete folder that is ignored. Locally the folder is first written under a temporary name
-//! and renamed into place, so even the folder name appears atomically. On load every file's
-//! checksum is verified and a corrupt file is named in the error. The last `keep_last`
-//! checkpoints are kept; older ones are removed after a new one is complete.
-//!
-//! Object storage (the manifest-last rule works there too) is not built yet: checkpoints are local.
+//! incomplete folder that is ignored (and overwritten by the next save of that step). Each file
+//! is written whole or not at all (a single PUT on object storage; a temporary file renamed into
+//! place locally). On load every file's checksum is verified and a corrupt file is named in the
+//! error. The last `keep_last` checkpoints are kept; older ones are removed, manifest first,
+//! after a new one is complete.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
@@ -21,8 +19,10 @@ use burn::optim::Optimizer;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use storage::Location;
 
 const MANIFEST: &str = "manifest.json";
 const PREFIX: &str = "step-";
@@ -36,11 +36,11 @@ pub struct CheckpointManifest {
     pub files: BTreeMap<String, String>,
 }
 
-/// A verified checkpoint read back from disk.
+/// A verified checkpoint read back from its store.
 #[derive(Debug, Clone)]
 pub struct LoadedCheckpoint {
-    /// Its folder.
-    pub path: PathBuf,
+    /// Its folder's URI (a local path or an object-store URI).
+    pub uri: String,
     /// Training step it was taken after.
     pub step: u64,
     /// File name -> contents, every checksum verified.
@@ -53,14 +53,14 @@ impl LoadedCheckpoint {
         self.files
             .get(name)
             .map(Vec::as_slice)
-            .with_context(|| format!("{}: no `{name}` in this checkpoint", self.path.display()))
+            .with_context(|| format!("{}: no `{name}` in this checkpoint", self.uri))
     }
 }
 
-/// A folder of checkpoints.
+/// A folder of checkpoints, local or on object storage.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    location: Location,
     keep_last: usize,
 }
 
@@ -71,41 +71,32 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file =
-        fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+fn folder_of(step: u64) -> String {
+    format!("{PREFIX}{step:010}")
 }
 
 impl CheckpointStore {
-    /// Checkpoints under `dir`, keeping the newest `keep_last` (at least 1).
-    pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> Self {
-        Self {
-            dir: dir.into(),
+    /// Checkpoints under `uri` (a local folder, created if missing, or `s3://` ... ), keeping
+    /// the newest `keep_last` (at least 1).
+    pub fn open(uri: &str, keep_last: usize) -> Result<Self> {
+        Ok(Self {
+            location: Location::parse(uri)?,
             keep_last: keep_last.max(1),
-        }
+        })
     }
 
-    /// The folder of the checkpoint after `step`.
-    pub fn path_of(&self, step: u64) -> PathBuf {
-        self.dir.join(format!("{PREFIX}{step:010}"))
+    /// The URI of the checkpoint folder of `step`.
+    pub fn uri_of(&self, step: u64) -> String {
+        self.location.uri_of(&folder_of(step))
     }
 
-    /// Writes a checkpoint of `files` (name, contents) taken after `step`, then removes
-    /// checkpoints beyond the newest `keep_last`. Returns its folder.
-    pub fn save(&self, step: u64, files: &[(&str, &[u8])]) -> Result<PathBuf> {
-        fs::create_dir_all(&self.dir)
-            .with_context(|| format!("creating {}", self.dir.display()))?;
-        let final_path = self.path_of(step);
-        let temp = self
-            .dir
-            .join(format!(".{PREFIX}{step:010}.tmp-{}", std::process::id()));
-        if temp.exists() {
-            fs::remove_dir_all(&temp).with_context(|| format!("removing {}", temp.display()))?;
-        }
-        fs::create_dir(&temp).with_context(|| format!("creating {}", temp.display()))?;
+    /// Writes a checkpoint of `files` (name, contents) taken after `step`, manifest last, then
+    /// removes checkpoints beyond the newest `keep_last`. Returns its URI.
+    pub fn save(&self, step: u64, files: &[(&str, &[u8])]) -> Result<String> {
+        let folder = folder_of(step);
+        // A previous, unfinished save of this step must not look complete while it is rewritten.
+        self.location
+            .delete_blocking(&format!("{folder}/{MANIFEST}"))?;
         let mut manifest = CheckpointManifest {
             step,
             files: BTreeMap::new(),
@@ -114,41 +105,27 @@ impl CheckpointStore {
             if *name == MANIFEST || name.contains('/') {
                 bail!("checkpoint file name `{name}` is not allowed");
             }
-            write_synced(&temp.join(name), bytes)?;
+            self.location
+                .put_blocking(&format!("{folder}/{name}"), Bytes::copy_from_slice(bytes))?;
             manifest.files.insert((*name).to_owned(), sha256_hex(bytes));
         }
         let manifest_bytes = serde_json::to_vec_pretty(&manifest)?;
-        write_synced(&temp.join(MANIFEST), &manifest_bytes)?;
-        if final_path.exists() {
-            fs::remove_dir_all(&final_path)
-                .with_context(|| format!("replacing {}", final_path.display()))?;
-        }
-        fs::rename(&temp, &final_path)
-            .with_context(|| format!("renaming {} to {}", temp.display(), final_path.display()))?;
-        if let Ok(dir) = fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
+        self.location
+            .put_blocking(&format!("{folder}/{MANIFEST}"), manifest_bytes.into())?;
         self.prune()?;
-        Ok(final_path)
+        Ok(self.uri_of(step))
     }
 
     /// Steps of the complete checkpoints (those with a manifest), oldest first.
     pub fn steps(&self) -> Result<Vec<u64>> {
-        let entries = match fs::read_dir(&self.dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("listing {}", self.dir.display())),
-        };
-        let mut steps: Vec<u64> = entries
-            .filter_map(|entry| {
-                let entry = entry.ok()?;
-                let step = entry
-                    .file_name()
-                    .to_str()?
-                    .strip_prefix(PREFIX)?
-                    .parse()
-                    .ok()?;
-                entry.path().join(MANIFEST).exists().then_some(step)
+        let mut steps: Vec<u64> = self
+            .location
+            .list_blocking()?
+            .iter()
+            .filter_map(|name| {
+                let (folder, file) = name.split_once('/')?;
+                (file == MANIFEST).then_some(())?;
+                folder.strip_prefix(PREFIX)?.parse().ok()
             })
             .collect();
         steps.sort_unstable();
@@ -158,9 +135,18 @@ impl CheckpointStore {
     fn prune(&self) -> Result<()> {
         let steps = self.steps()?;
         let excess = steps.len().saturating_sub(self.keep_last);
+        if excess == 0 {
+            return Ok(());
+        }
+        let names = self.location.list_blocking()?;
         for step in &steps[..excess] {
-            let path = self.path_of(*step);
-            fs::remove_dir_all(&path).with_context(|| format!("removing {}", path.display()))?;
+            let folder = format!("{}/", folder_of(*step));
+            // Manifest first: a checkpoint half removed is incomplete, never corrupt.
+            self.location
+                .delete_blocking(&format!("{folder}{MANIFEST}"))?;
+            for name in names.iter().filter(|name| name.starts_with(&folder)) {
+                self.location.delete_blocking(name)?;
+            }
         }
         Ok(())
     }
@@ -168,35 +154,39 @@ impl CheckpointStore {
     /// Reads and verifies the checkpoint after `step`. A missing or altered file is an error
     /// naming it.
     pub fn load(&self, step: u64) -> Result<LoadedCheckpoint> {
-        let path = self.path_of(step);
-        let manifest_path = path.join(MANIFEST);
-        let manifest: CheckpointManifest = serde_json::from_slice(
-            &fs::read(&manifest_path)
-                .with_context(|| format!("reading {}", manifest_path.display()))?,
-        )
-        .with_context(|| format!("{}: corrupt checkpoint manifest", manifest_path.display()))?;
+        let folder = folder_of(step);
+        let manifest_name = format!("{folder}/{MANIFEST}");
+        let manifest_uri = self.location.uri_of(&manifest_name);
+        let manifest: CheckpointManifest =
+            serde_json::from_slice(&self.location.get_blocking(&manifest_name)?)
+                .with_context(|| format!("{manifest_uri}: corrupt checkpoint manifest"))?;
         if manifest.step != step {
             bail!(
-                "{}: manifest says step {}, folder says {step}",
-                manifest_path.display(),
+                "{manifest_uri}: manifest says step {}, folder says {step}",
                 manifest.step
             );
         }
         let mut files = BTreeMap::new();
         for (name, expected) in &manifest.files {
-            let file = path.join(name);
-            let bytes = fs::read(&file)
-                .with_context(|| format!("corrupt checkpoint: {} is missing", file.display()))?;
+            let object = format!("{folder}/{name}");
+            let uri = self.location.uri_of(&object);
+            let bytes = self
+                .location
+                .get_if_exists_blocking(&object)?
+                .with_context(|| format!("corrupt checkpoint: {uri} is missing"))?;
             let actual = sha256_hex(&bytes);
             if &actual != expected {
                 bail!(
-                    "corrupt checkpoint: {} has SHA-256 {actual}, its manifest says {expected}",
-                    file.display()
+                    "corrupt checkpoint: {uri} has SHA-256 {actual}, its manifest says {expected}"
                 );
             }
-            files.insert(name.clone(), bytes);
+            files.insert(name.clone(), bytes.to_vec());
         }
-        Ok(LoadedCheckpoint { path, step, files })
+        Ok(LoadedCheckpoint {
+            uri: self.uri_of(step),
+            step,
+            files,
+        })
     }
 
     /// The newest complete checkpoint, verified, or `None` when there is none.

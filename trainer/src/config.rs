@@ -43,8 +43,9 @@ pub struct ModelSection {
     pub vocab: PathBuf,
     /// HuggingFace BERT `model.safetensors` for the text side (stage 1; default none).
     pub init_hf: Option<PathBuf>,
-    /// Checkpoint folder of a previous stage whose newest model starts this one (stage 2).
-    pub init_from: Option<PathBuf>,
+    /// Checkpoints of a previous stage whose newest model starts this one (stage 2): a folder
+    /// (relative to this file) or an `s3://`, `gs://`, `az://` URI.
+    pub init_from: Option<String>,
 }
 
 impl ModelSection {
@@ -68,7 +69,9 @@ impl ModelSection {
         };
         resolve(&mut self.vocab);
         self.init_hf.as_mut().map(resolve);
-        self.init_from.as_mut().map(resolve);
+        if let Some(location) = &mut self.init_from {
+            resolve_location(location, base);
+        }
     }
 }
 
@@ -119,6 +122,11 @@ fn default_seed() -> u64 {
 pub struct TrainSection {
     /// Folder for checkpoints and `log.jsonl`.
     pub output: PathBuf,
+    /// Where the checkpoints go instead of `<output>/checkpoints`: a folder (relative to this
+    /// file) or an `s3://`, `gs://`, `az://` URI (credentials from the environment), so that the
+    /// ranks of a multi-node job need no shared file system for them.
+    #[serde(default)]
+    pub checkpoints: Option<String>,
     /// Optimiser steps of this stage.
     pub steps: u64,
     /// Most samples per global batch (48, the paper's), over all processes and micro-batches:
@@ -193,6 +201,9 @@ impl RunConfig {
         resolve_location(&mut config.data.dataset, base);
         if config.train.output.is_relative() {
             config.train.output = base.join(&config.train.output);
+        }
+        if let Some(location) = &mut config.train.checkpoints {
+            resolve_location(location, base);
         }
         config.model.resolve(base);
         config

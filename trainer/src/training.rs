@@ -109,8 +109,10 @@ pub trait Task<B: AutodiffBackend> {
 /// Where and how long the loop runs.
 #[derive(Debug, Clone)]
 pub struct LoopSettings {
-    /// Folder for `checkpoints/` and `log.jsonl`.
+    /// Folder for `log.jsonl`.
     pub output: PathBuf,
+    /// Where the checkpoints go: a folder or an object-store URI.
+    pub checkpoints: String,
     /// Steps in total.
     pub steps: u64,
     /// Steps between checkpoints; the last step is always checkpointed.
@@ -210,10 +212,7 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
         "train.grad_accumulation must be positive"
     );
     let data_ranks = world.size * settings.grad_accumulation;
-    let store = CheckpointStore::new(
-        settings.output.join("checkpoints"),
-        settings.keep_checkpoints,
-    );
+    let store = CheckpointStore::open(&settings.checkpoints, settings.keep_checkpoints)?;
     let log_path = settings.output.join(LOG_FILE);
     std::fs::create_dir_all(&settings.output)
         .with_context(|| format!("creating {}", settings.output.display()))?;
@@ -226,13 +225,11 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
             model = module_from_bytes(model, checkpoint.file(MODEL_FILE)?, device)?;
             optimizer = optimizer_from_bytes(optimizer, checkpoint.file(OPTIMIZER_FILE)?, device)?;
             let saved: SavedState<T::State> = serde_json::from_slice(checkpoint.file(STATE_FILE)?)
-                .with_context(|| {
-                    format!("{}: corrupt training state", checkpoint.path.display())
-                })?;
+                .with_context(|| format!("{}: corrupt training state", checkpoint.uri))?;
             if leader {
                 truncate_log::<T::Log>(&log_path, saved.step)?;
             }
-            tracing::info!(step = saved.step, path = %checkpoint.path.display(), "resuming");
+            tracing::info!(step = saved.step, uri = %checkpoint.uri, "resuming");
             task.restore(saved.task)?;
             saved.step
         }
@@ -412,20 +409,28 @@ fn compare_replicas<B: AutodiffBackend>(
     check_replicas(&hashes, step)
 }
 
+/// Where a run's checkpoints go: `configured` when given, else `<output>/checkpoints`.
+pub fn checkpoints_of(output: &Path, configured: Option<&str>) -> String {
+    configured.map_or_else(
+        || output.join("checkpoints").to_string_lossy().into_owned(),
+        str::to_owned,
+    )
+}
+
 /// The newest checkpoint in `checkpoints` and the model shape it holds (`model_config.json`).
-pub fn latest_model_config(checkpoints: &Path) -> Result<(ImageBertConfig, LoadedCheckpoint)> {
-    let checkpoint = CheckpointStore::new(checkpoints, usize::MAX)
+pub fn latest_model_config(checkpoints: &str) -> Result<(ImageBertConfig, LoadedCheckpoint)> {
+    let checkpoint = CheckpointStore::open(checkpoints, usize::MAX)?
         .latest()?
-        .with_context(|| format!("no checkpoint in {}", checkpoints.display()))?;
+        .with_context(|| format!("no checkpoint in {checkpoints}"))?;
     let config = serde_json::from_slice(checkpoint.file(MODEL_CONFIG_FILE)?)
-        .with_context(|| format!("{}: corrupt {MODEL_CONFIG_FILE}", checkpoint.path.display()))?;
+        .with_context(|| format!("{}: corrupt {MODEL_CONFIG_FILE}", checkpoint.uri))?;
     Ok((config, checkpoint))
 }
 
 /// The model of the newest checkpoint in `checkpoints`, rebuilt from its `model_config.json`,
 /// with that config and the checkpoint.
 pub fn load_model<B: Backend>(
-    checkpoints: &Path,
+    checkpoints: &str,
     device: &B::Device,
 ) -> Result<(ImageBert<B>, ImageBertConfig, LoadedCheckpoint)> {
     let (config, checkpoint) = latest_model_config(checkpoints)?;
@@ -587,10 +592,10 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
     fn start(&mut self, model: ImageBert<B>, device: &B::Device) -> Result<ImageBert<B>> {
         self.open_streams(|_| DataCursor::default())?;
         let model = if let Some(dir) = &self.config.model.init_from {
-            let previous = CheckpointStore::new(dir, usize::MAX)
+            let previous = CheckpointStore::open(dir, usize::MAX)?
                 .latest()?
-                .with_context(|| format!("model.init_from: no checkpoint in {}", dir.display()))?;
-            tracing::info!(path = %previous.path.display(), "initialised from the previous stage");
+                .with_context(|| format!("model.init_from: no checkpoint in {dir}"))?;
+            tracing::info!(uri = %previous.uri, "initialised from the previous stage");
             module_from_bytes(model, previous.file(MODEL_FILE)?, device)?
         } else if let Some(path) = &self.config.model.init_hf {
             let (loaded, parts) = HfCheckpoint::open(path)?.load_imagebert(model, device)?;
@@ -730,6 +735,7 @@ pub fn run<B: AutodiffBackend>(
     // Footers only: every shard's detector is checked before training starts.
     let detector = check_detectors(&shards)?;
     let settings = LoopSettings {
+        checkpoints: checkpoints_of(&config.train.output, config.train.checkpoints.as_deref()),
         output: config.train.output.clone(),
         steps: config.train.steps,
         checkpoint_every: config.train.checkpoint_every,

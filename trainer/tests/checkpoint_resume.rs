@@ -95,7 +95,7 @@ fn weights(model: ImageBert<Train>) -> Vec<u8> {
 fn resuming_from_a_checkpoint_reproduces_weights_and_losses_exactly() {
     let device = Default::default();
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::new(dir.path(), 3);
+    let store = CheckpointStore::open(dir.path().to_str().unwrap(), 3).unwrap();
 
     seed_step::<Train>(&device, SEED, u64::MAX);
     let model = ImageBert::<Train>::init(&config(), &device);
@@ -149,11 +149,10 @@ fn resuming_from_a_checkpoint_reproduces_weights_and_losses_exactly() {
 #[test]
 fn a_corrupt_file_is_detected_and_named() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::new(dir.path(), 3);
-    let path = store
-        .save(7, &[("model.mpk", b"weights"), ("state.json", b"{}")])
-        .unwrap();
-    let model = path.join("model.mpk");
+    let store = CheckpointStore::open(dir.path().to_str().unwrap(), 3).unwrap();
+    let files: [(&str, &[u8]); 2] = [("model.mpk", b"weights"), ("state.json", b"{}")];
+    let uri = store.save(7, &files).unwrap();
+    let model = std::path::Path::new(&uri).join("model.mpk");
     std::fs::write(&model, b"weightz").unwrap();
     let err = store.latest().unwrap_err().to_string();
     assert!(
@@ -175,15 +174,21 @@ fn a_corrupt_file_is_detected_and_named() {
 #[test]
 fn incomplete_checkpoints_are_ignored_and_only_the_newest_are_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let store = CheckpointStore::new(dir.path(), 2);
+    let store = CheckpointStore::open(dir.path().to_str().unwrap(), 2).unwrap();
     for step in 1..=4 {
         store
             .save(step, &[("state.json", format!("{step}").as_bytes())])
             .unwrap();
     }
     assert_eq!(store.steps().unwrap(), [3, 4]);
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    assert_eq!(on_disk, ["step-0000000003", "step-0000000004"]);
     // A crash after writing files but before the manifest leaves a folder without one.
-    let crashed = store.path_of(5);
+    let crashed = std::path::PathBuf::from(store.uri_of(5));
     std::fs::create_dir_all(&crashed).unwrap();
     std::fs::write(crashed.join("state.json"), b"5").unwrap();
     let latest = store.latest().unwrap().unwrap();

@@ -176,7 +176,7 @@ fn subset(name: &str, images: usize, captions: usize) -> PathBuf {
 
 fn eval_args(checkpoint: &Path, output: &Path) -> EvalArgs {
     EvalArgs {
-        checkpoint: checkpoint.to_owned(),
+        checkpoint: checkpoint.to_string_lossy().into_owned(),
         karpathy: photos().test_json.to_string_lossy().into_owned(),
         features: photos().shards.to_string_lossy().into_owned(),
         splits: vec!["test".into()],

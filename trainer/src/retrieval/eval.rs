@@ -537,10 +537,10 @@ pub fn evaluate<B: Backend>(
 /// `trainer eval`'s flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EvalArgs {
-    /// A checkpoints folder of `trainer run` (zero-shot) or `trainer finetune`; its newest
-    /// checkpoint is evaluated.
+    /// A checkpoints folder or s3:// gs:// az:// URI of `trainer run` (zero-shot) or `trainer
+    /// finetune`; its newest checkpoint is evaluated.
     #[arg(long, value_name = "DIR")]
-    pub checkpoint: PathBuf,
+    pub checkpoint: String,
     /// The Karpathy-split JSON (dataset_coco.json, dataset_flickr30k.json): path or URI.
     #[arg(long, value_name = "FILE")]
     pub karpathy: String,
@@ -615,7 +615,7 @@ pub fn run_eval<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<EvalR
     ensure!(
         config.region_feature_dim == set.detector.feature_dim,
         "{} expects {}-d region features, {} holds {}-d ones (detector `{}`)",
-        checkpoint.path.display(),
+        checkpoint.uri,
         config.region_feature_dim,
         args.features,
         set.detector.feature_dim,
@@ -632,7 +632,7 @@ pub fn run_eval<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<EvalR
         rerank: args.rerank,
         compare_exhaustive: args.compare_exhaustive,
         output: args.output.clone(),
-        label: checkpoint.path.display().to_string(),
+        label: checkpoint.uri.clone(),
     };
     evaluate(
         &model,

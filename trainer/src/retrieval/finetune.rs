@@ -37,7 +37,8 @@ use crate::config::{
 use crate::data::{DEFAULT_MAX_REGIONS, DEFAULT_MAX_TEXT_LEN, DataLimits, derive_seed};
 use crate::model::imagebert::{ImageBert, ImageBertConfig};
 use crate::training::{
-    LogLine, LoopSettings, LoopSummary, MODEL_FILE, Task, latest_model_config, scalar, train_loop,
+    LogLine, LoopSettings, LoopSummary, MODEL_FILE, Task, checkpoints_of, latest_model_config,
+    scalar, train_loop,
 };
 use wordpiece::WordPiece;
 
@@ -109,6 +110,10 @@ pub struct FinetuneData {
 pub struct FinetuneTrain {
     /// Required: folder for checkpoints and `log.jsonl`.
     pub output: PathBuf,
+    /// Where the checkpoints go instead of `<output>/checkpoints`: a folder (relative to this
+    /// file) or an `s3://`, `gs://`, `az://` URI.
+    #[serde(default)]
+    pub checkpoints: Option<String>,
     /// Required: optimiser steps.
     pub steps: u64,
     /// Anchor pairs per step (24, the paper's).
@@ -183,6 +188,9 @@ impl FinetuneConfig {
         resolve_location(&mut config.data.features, base);
         if config.train.output.is_relative() {
             config.train.output = base.join(&config.train.output);
+        }
+        if let Some(location) = &mut config.train.checkpoints {
+            resolve_location(location, base);
         }
         config
             .validate()
@@ -410,8 +418,8 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
         let model_section = &self.config.model;
         if let Some(checkpoint) = self.init.take() {
             let loaded = module_from_bytes(model, checkpoint.file(MODEL_FILE)?, device)
-                .with_context(|| format!("model.init_from {}", checkpoint.path.display()))?;
-            tracing::info!(path = %checkpoint.path.display(), "initialised from pre-training");
+                .with_context(|| format!("model.init_from {}", checkpoint.uri))?;
+            tracing::info!(uri = %checkpoint.uri, "initialised from pre-training");
             return Ok(loaded);
         }
         if let Some(path) = &model_section.init_hf {
@@ -575,13 +583,13 @@ pub fn finetune<B: AutodiffBackend>(
     let model = match &config.model.init_from {
         // The pre-trained model's shape wins over `size`; its region side must fit the data.
         Some(dir) => {
-            let (previous, checkpoint) = latest_model_config(dir)
-                .with_context(|| format!("model.init_from {}", dir.display()))?;
+            let (previous, checkpoint) =
+                latest_model_config(dir).with_context(|| format!("model.init_from {dir}"))?;
             ensure!(
                 previous.region_feature_dim == set.detector.feature_dim
                     && previous.num_object_classes == set.detector.num_classes,
                 "{} was pre-trained on {}-d features of {} classes, but {} holds detector `{}` ({}-d, {} classes)",
-                checkpoint.path.display(),
+                checkpoint.uri,
                 previous.region_feature_dim,
                 previous.num_object_classes,
                 config.data.features,
@@ -606,6 +614,7 @@ pub fn finetune<B: AutodiffBackend>(
         config.model.vocab.display()
     );
     let settings = LoopSettings {
+        checkpoints: checkpoints_of(&config.train.output, config.train.checkpoints.as_deref()),
         output: config.train.output.clone(),
         steps: config.train.steps,
         checkpoint_every: config.train.checkpoint_every,
