@@ -104,6 +104,9 @@ pub struct DataSection {
     /// Seed of data order, masking and initialisation (42).
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Batches each data rank reads ahead on a worker thread while the device trains (2).
+    #[serde(default = "default_prefetch")]
+    pub prefetch_batches: usize,
 }
 
 fn default_text_len() -> usize {
@@ -114,6 +117,9 @@ fn default_regions() -> usize {
 }
 fn default_seed() -> u64 {
     42
+}
+fn default_prefetch() -> usize {
+    2
 }
 
 /// `[train]`

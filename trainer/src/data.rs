@@ -38,8 +38,8 @@
 //! get one shard more per epoch and ranks reach epoch boundaries at different steps; each rank's
 //! cursor is its own. Fewer shards than ranks is refused: re-shard the dataset.
 //!
-//! Prefetching (reading the next shard on a worker thread while the current one is consumed) is
-//! not built yet: shards are read on the calling thread when the stream reaches them.
+//! [`Prefetcher`] runs a [`Batcher`] on a worker thread, a few batches ahead, so shard downloads,
+//! the join and tokenization overlap training; its cursor stays that of the batches handed out.
 
 use std::collections::{HashMap, HashSet};
 
@@ -728,5 +728,59 @@ impl Batcher {
     /// The wrapped stream.
     pub fn stream(&self) -> &SampleStream {
         &self.stream
+    }
+}
+
+/// Batches read ahead on a worker thread: the next `depth` batches of a [`Batcher`] are read,
+/// joined and tokenized (shard downloads included) while the device trains on the current one.
+/// Its [`Prefetcher::cursor`] is the position after the last batch handed out, not after the
+/// ones read ahead, so a checkpoint resumes exactly where training stood.
+pub struct Prefetcher {
+    batches: std::sync::mpsc::Receiver<Result<(Vec<PretrainSample>, DataCursor)>>,
+    cursor: DataCursor,
+}
+
+impl Prefetcher {
+    /// Starts reading batches of at most `max_samples` samples and `max_tokens` positions from
+    /// `batcher`, keeping up to `depth` (at least 1) ready.
+    pub fn spawn(
+        mut batcher: Batcher,
+        max_samples: usize,
+        max_tokens: usize,
+        depth: usize,
+    ) -> Result<Self> {
+        let cursor = batcher.cursor();
+        let (sender, batches) = std::sync::mpsc::sync_channel(depth.max(1));
+        std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                loop {
+                    let next = batcher
+                        .next_batch(max_samples, max_tokens)
+                        .map(|batch| (batch, batcher.cursor()));
+                    let failed = next.is_err();
+                    // A dropped receiver (the run ended) ends the thread.
+                    if sender.send(next).is_err() || failed {
+                        break;
+                    }
+                }
+            })
+            .context("starting the prefetch thread")?;
+        Ok(Self { batches, cursor })
+    }
+
+    /// The next batch.
+    pub fn next_batch(&mut self) -> Result<Vec<PretrainSample>> {
+        let (batch, cursor) = self
+            .batches
+            .recv()
+            .context("the prefetch thread stopped")??;
+        self.cursor = cursor;
+        Ok(batch)
+    }
+
+    /// The position of the next sample training will see.
+    pub fn cursor(&self) -> DataCursor {
+        self.cursor
     }
 }

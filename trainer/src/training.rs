@@ -44,8 +44,8 @@ use crate::checkpoint::{
 };
 use crate::config::RunConfig;
 use crate::data::{
-    Batcher, DataCursor, DataLimits, SampleStream, ShardPair, StreamOptions, check_detectors,
-    list_shards,
+    Batcher, DataCursor, DataLimits, Prefetcher, SampleStream, ShardPair, StreamOptions,
+    check_detectors, list_shards,
 };
 use crate::distributed::{
     Collective, World, check_replicas, flatten_gradients, gradients_from_flat, weights_hash,
@@ -556,8 +556,8 @@ struct Pretrain<'a> {
     own_data_ranks: std::ops::Range<usize>,
     /// Samples per micro-batch.
     micro_batch: usize,
-    /// One stream per own data rank, once opened.
-    batchers: Vec<Batcher>,
+    /// One stream per own data rank, read ahead on worker threads, once opened.
+    batchers: Vec<Prefetcher>,
 }
 
 impl Pretrain<'_> {
@@ -578,7 +578,12 @@ impl Pretrain<'_> {
                     self.tokenizer.clone(),
                     options,
                 )?;
-                Ok(Batcher::new(stream))
+                Prefetcher::spawn(
+                    Batcher::new(stream),
+                    self.micro_batch,
+                    self.config.train.max_tokens,
+                    self.config.data.prefetch_batches,
+                )
             })
             .collect::<Result<_>>()?;
         Ok(())
@@ -669,7 +674,7 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
             .batchers
             .get_mut(micro)
             .context("the stream is not open")?;
-        let samples = batcher.next_batch(self.micro_batch, self.config.train.max_tokens)?;
+        let samples = batcher.next_batch()?;
         let tokens: usize = samples.iter().map(crate::data::sample_tokens).sum();
         let device = model.mlm_bias.device();
         // Masks and ITM pairs of data rank `d` at step `s` come from `(seed, s, d)` alone.

@@ -11,8 +11,8 @@ use schemas::pair_shard::{self, PairRecord, Status};
 use schemas::region_features::{self, DetectorInfo, RegionRecord, RegionStatus};
 use trainer::batch::PretrainSample;
 use trainer::data::{
-    Batcher, DataCursor, DataLimits, KeyedSample, SampleStream, ShardPair, StreamOptions,
-    list_shards, read_shard, sample_tokens,
+    Batcher, DataCursor, DataLimits, KeyedSample, Prefetcher, SampleStream, ShardPair,
+    StreamOptions, list_shards, read_shard, sample_tokens,
 };
 use wordpiece::WordPiece;
 
@@ -518,4 +518,21 @@ fn dynamic_batches_respect_both_limits() {
     // A larger budget makes larger batches.
     let mut big = Batcher::new(stream(dir.path(), opts));
     assert_eq!(big.next_batch(100, 10_000).unwrap().len(), 100);
+}
+
+#[test]
+fn prefetched_batches_and_cursors_equal_the_batcher_s() {
+    let dir = dataset();
+    let opts = options(5, 0, 1);
+    let mut direct = Batcher::new(stream(dir.path(), opts));
+    let mut prefetched =
+        Prefetcher::spawn(Batcher::new(stream(dir.path(), opts)), 3, 40, 2).unwrap();
+    assert_eq!(prefetched.cursor(), direct.cursor());
+    // Across epochs: the worker reads ahead, the cursor follows what was handed out.
+    for _ in 0..SHARDS * USABLE {
+        let expected = direct.next_batch(3, 40).unwrap();
+        assert_eq!(prefetched.next_batch().unwrap(), expected);
+        assert_eq!(prefetched.cursor(), direct.cursor());
+    }
+    assert!(prefetched.cursor().epoch >= 1);
 }
