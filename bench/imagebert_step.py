@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""The peer side of `bench/trainer.sh`: the ImageBERT pre-training step in plain PyTorch, with the
+same shapes and the same work as `trainer bench`'s train step (trainer/src/bench.rs), so their
+samples/s can be compared on the same machine in the same run.
+
+Model (as trainer/src/model/imagebert.rs): BERT embeddings (word + position + segment), region
+embeddings (FC of the feature + FC of the 5-d box + segment + one shared position), LayerNorm +
+dropout 0.1, a post-LayerNorm BERT encoder with GELU, heads: MLM (dense + GELU + LayerNorm,
+decoder tied to the word embeddings, logits at every text position), MOC and MRFR (dense + GELU +
+LayerNorm, then a classifier over the detector classes / a regression to the feature size, at
+every region), ITM (BERT pooler on [CLS], one logit). Losses: masked cross-entropy (MLM over 15%
+of the text, MOC over 15% of the regions), masked squared error (MRFR), binary cross-entropy
+(ITM), summed; Adam step. Inputs are synthetic: speed does not depend on the values.
+
+Prints one JSON line: {"model", "samples_per_s", "threads", "torch"}. Needs PyPI torch (CPU is
+enough): python3 -m pip install torch.
+"""
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+from torch import nn
+
+PRESETS = {
+    "mini": dict(hidden=384, layers=6, heads=12, intermediate=1536),
+    "base": dict(hidden=768, layers=12, heads=12, intermediate=3072),
+}
+VOCAB = 30522
+
+
+class Transform(nn.Module):
+    """Dense + GELU + LayerNorm (BERT's MLM transform; UNITER's region heads)."""
+
+    def __init__(self, hidden):
+        super().__init__()
+        self.dense = nn.Linear(hidden, hidden)
+        self.norm = nn.LayerNorm(hidden, eps=1e-12)
+
+    def forward(self, x):
+        return self.norm(nn.functional.gelu(self.dense(x)))
+
+
+class ImageBert(nn.Module):
+    def __init__(self, hidden, layers, heads, intermediate, feature_dim, classes):
+        super().__init__()
+        self.word = nn.Embedding(VOCAB, hidden)
+        self.position = nn.Embedding(512, hidden)
+        self.segment = nn.Embedding(2, hidden)
+        self.text_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.feature = nn.Linear(feature_dim, hidden)
+        self.location = nn.Linear(5, hidden)
+        self.image_norm = nn.LayerNorm(hidden, eps=1e-12)
+        self.dropout = nn.Dropout(0.1)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, intermediate, dropout=0.1, activation="gelu", batch_first=True,
+            norm_first=False, layer_norm_eps=1e-12,
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.mlm_transform = Transform(hidden)
+        self.mlm_bias = nn.Parameter(torch.zeros(VOCAB))
+        self.moc_transform = Transform(hidden)
+        self.moc = nn.Linear(hidden, classes)
+        self.mrfr_transform = Transform(hidden)
+        self.mrfr = nn.Linear(hidden, feature_dim)
+        self.pooler = nn.Linear(hidden, hidden)
+        self.itm = nn.Linear(hidden, 1)
+
+    def forward(self, ids, text_mask, features, boxes, region_mask):
+        batch, text_len = ids.shape
+        positions = torch.arange(text_len).unsqueeze(0)
+        text = self.word(ids) + self.position(positions) + self.segment(torch.zeros_like(ids))
+        text = self.dropout(self.text_norm(text))
+        # Every region shares one sequence position and the second segment.
+        image_extra = self.position(torch.full((1, 1), text_len)) + self.segment(torch.ones(1, 1, dtype=torch.long))
+        image = self.feature(features) + self.location(boxes) + image_extra
+        image = self.dropout(self.image_norm(image))
+        hidden = self.encoder(
+            torch.cat([text, image], 1),
+            src_key_padding_mask=torch.cat([text_mask, region_mask], 1) == 0,
+        )
+        text_out, region_out = hidden[:, :text_len], hidden[:, text_len:]
+        mlm = self.mlm_transform(text_out) @ self.word.weight.t() + self.mlm_bias
+        moc = self.moc(self.moc_transform(region_out))
+        mrfr = self.mrfr(self.mrfr_transform(region_out))
+        itm = self.itm(torch.tanh(self.pooler(hidden[:, 0]))).squeeze(-1)
+        return mlm, moc, mrfr, itm
+
+
+def synthetic_batch(batch, text_len, regions, feature_dim, classes, generator):
+    ids = torch.randint(1000, VOCAB, (batch, text_len), generator=generator)
+    ids[:, 0], ids[:, -1] = 101, 102
+    features = torch.rand(batch, regions, feature_dim, generator=generator) * 4
+    xy = torch.rand(batch, regions, 2, generator=generator) * 0.5
+    wh = 0.1 + torch.rand(batch, regions, 2, generator=generator) * 0.4
+    boxes = torch.cat([xy, xy + wh, (wh[..., :1] * wh[..., 1:])], -1)
+    mlm_labels = torch.where(
+        torch.rand(batch, text_len, generator=generator) < 0.15, ids, torch.full_like(ids, -100)
+    )
+    region_picked = torch.rand(batch, regions, generator=generator) < 0.15
+    classes_of = torch.randint(0, classes, (batch, regions), generator=generator)
+    moc_labels = torch.where(region_picked, classes_of, torch.full_like(classes_of, -100))
+    itm_labels = (torch.rand(batch, generator=generator) < 0.5).float()
+    return dict(
+        ids=ids, text_mask=torch.ones(batch, text_len), features=features * ~region_picked.unsqueeze(-1),
+        boxes=boxes, region_mask=torch.ones(batch, regions), mlm_labels=mlm_labels,
+        moc_labels=moc_labels, mrfr_weights=region_picked.float(), mrfr_targets=features,
+        itm_labels=itm_labels,
+    )
+
+
+def step(model, optimizer, b):
+    mlm, moc, mrfr, itm = model(b["ids"], b["text_mask"], b["features"], b["boxes"], b["region_mask"])
+    ce = nn.functional.cross_entropy
+    loss_mlm = ce(mlm.flatten(0, 1), b["mlm_labels"].flatten(), ignore_index=-100)
+    loss_moc = ce(moc.flatten(0, 1), b["moc_labels"].flatten(), ignore_index=-100)
+    squared = ((mrfr - b["mrfr_targets"]) ** 2).mean(-1)
+    loss_mrfr = (squared * b["mrfr_weights"]).sum() / b["mrfr_weights"].sum().clamp_min(1)
+    loss_itm = nn.functional.binary_cross_entropy_with_logits(itm, b["itm_labels"])
+    loss = loss_mlm + loss_moc + loss_mrfr + loss_itm
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(PRESETS), default="mini")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--text-len", type=int, default=44)
+    parser.add_argument("--regions", type=int, default=100)
+    parser.add_argument("--feature-dim", type=int, default=2048)
+    parser.add_argument("--classes", type=int, default=1601)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    model = ImageBert(**PRESETS[args.model], feature_dim=args.feature_dim, classes=args.classes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = synthetic_batch(
+        args.batch, args.text_len, args.regions, args.feature_dim, args.classes,
+        torch.Generator().manual_seed(0),
+    )
+    step(model, optimizer, batch)  # warm-up, as `trainer bench` does
+    times, started = [], time.perf_counter()
+    while len(times) < 2 or time.perf_counter() - started < args.seconds:
+        call = time.perf_counter()
+        step(model, optimizer, batch)
+        times.append(time.perf_counter() - call)
+    print(json.dumps({
+        "model": args.model,
+        "samples_per_s": args.batch / statistics.median(times),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
