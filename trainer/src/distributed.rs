@@ -425,6 +425,23 @@ pub fn check_replicas(hashes: &[Vec<u8>], step: u64) -> Result<()> {
     Ok(())
 }
 
+/// A base port with `count` consecutive free ports from it on 127.0.0.1: where a job on one
+/// host (tests, `trainer bench-scaling`) puts its rendezvous and its ranks.
+pub fn free_ports(count: u16) -> Result<u16> {
+    for _ in 0..100 {
+        let probe = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+        let base = probe.local_addr()?.port();
+        drop(probe);
+        if base.checked_add(count).is_some()
+            && (base..base + count)
+                .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        {
+            return Ok(base);
+        }
+    }
+    bail!("no {count} consecutive free ports on 127.0.0.1")
+}
+
 /// Fails with a clear message when `port` is taken on this host.
 fn check_free(port: u16) -> Result<()> {
     let host =

@@ -18,7 +18,9 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::bench::{Shapes, pretrain_gradients};
-use crate::distributed::{Collective, Rendezvous, World, flatten_gradients, gradients_from_flat};
+use crate::distributed::{
+    Collective, Rendezvous, World, flatten_gradients, free_ports, gradients_from_flat,
+};
 use crate::model::imagebert::ImageBert;
 
 /// `trainer bench-scaling`'s flags.
@@ -204,22 +206,6 @@ pub fn measure_all(args: &ScalingArgs) -> Result<Vec<ScalingRow>> {
         });
     }
     Ok(rows)
-}
-
-/// A base port with `count` free ports from it on 127.0.0.1.
-fn free_ports(count: u16) -> Result<u16> {
-    for _ in 0..100 {
-        let probe = std::net::TcpListener::bind(("127.0.0.1", 0))?;
-        let base = probe.local_addr()?.port();
-        drop(probe);
-        if base.checked_add(count).is_some()
-            && (base..base + count)
-                .all(|port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        {
-            return Ok(base);
-        }
-    }
-    bail!("no {count} consecutive free ports on 127.0.0.1")
 }
 
 /// The table, with the communication estimate for `--estimate-ranks` × `--estimate-model`

@@ -6,12 +6,12 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{config_text, losses, trainer, weights, write_dataset};
+use trainer::distributed::free_ports;
 
 /// Seconds a rank waits for its peers in the tests.
 const TIMEOUT_S: u64 = 20;
@@ -33,21 +33,6 @@ fn write_config(dir: &Path, steps: u64, grad_accumulation: usize) -> PathBuf {
     path
 }
 
-/// A base port with `count` free ports from it on 127.0.0.1.
-fn free_ports(count: u16) -> u16 {
-    let mut seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
-    for _ in 0..200 {
-        seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let base = 20000 + (seed >> 33) as u16 % 30000;
-        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no {count} free ports on 127.0.0.1");
-}
-
 /// Starts rank `rank` of `size` with the config, all servers on 127.0.0.1.
 fn spawn_rank(config: &Path, rank: usize, size: usize, port: u16) -> Child {
     let mut command: Command = trainer(config);
@@ -66,7 +51,7 @@ fn spawn_rank(config: &Path, rank: usize, size: usize, port: u16) -> Child {
 
 /// Runs `configs[r]` as rank `r` of `configs.len()` and waits for all of them.
 fn run_ranks(configs: &[PathBuf]) -> Vec<Output> {
-    let port = free_ports(configs.len() as u16 + 1);
+    let port = free_ports(configs.len() as u16 + 1).unwrap();
     let children: Vec<Child> = configs
         .iter()
         .enumerate()
@@ -108,6 +93,33 @@ fn assert_close(got: &[f32], expected: &[f32], what: &str) {
     assert!(worst < 1e-4, "{what}: differ by up to {worst}");
 }
 
+/// The job in `job` ended with the final weights and the losses of the run in `alone`, within
+/// float tolerance.
+fn assert_same_run(job: &Path, alone: &Path, steps: u64) {
+    assert_close(
+        &weights(job, steps),
+        &weights(alone, steps),
+        "final weights",
+    );
+    assert_close(&loss_column(job), &loss_column(alone), "losses");
+}
+
+/// Waits until `dir`'s run has logged `steps` steps; every rank must still be running.
+fn wait_for_steps(dir: &Path, steps: usize, ranks: &mut [Child]) {
+    let log = dir.join("run/log.jsonl");
+    let started = Instant::now();
+    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < steps {
+        assert!(
+            ranks
+                .iter_mut()
+                .all(|rank| rank.try_wait().unwrap().is_none()),
+            "a rank ended before step {steps}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The losses of a log, step by step.
 fn loss_column(dir: &Path) -> Vec<f32> {
     losses(dir)
@@ -126,16 +138,7 @@ fn two_processes_match_one_process_running_the_same_global_batch() {
     let config = write_config(job.path(), steps, 1);
     assert_success(&run_ranks(&[config.clone(), config.clone()]));
 
-    assert_close(
-        &weights(job.path(), steps),
-        &weights(alone.path(), steps),
-        "final weights",
-    );
-    assert_close(
-        &loss_column(job.path()),
-        &loss_column(alone.path()),
-        "losses",
-    );
+    assert_same_run(job.path(), alone.path(), steps);
     let log = losses(job.path());
     assert_eq!(log.len(), steps as usize);
     assert!(
@@ -164,22 +167,11 @@ fn a_killed_rank_stops_the_others_fast_and_the_restarted_job_resumes_exactly() {
 
     let job = tempfile::tempdir().unwrap();
     let config = write_config(job.path(), steps, 1);
-    let port = free_ports(4);
+    let port = free_ports(4).unwrap();
     let mut ranks: Vec<Child> = (0..3)
         .map(|rank| spawn_rank(&config, rank, 3, port))
         .collect();
-    let log = job.path().join("run/log.jsonl");
-    let started = Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 9 {
-        assert!(
-            ranks
-                .iter_mut()
-                .all(|rank| rank.try_wait().unwrap().is_none()),
-            "a rank ended before the kill"
-        );
-        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_steps(job.path(), 9, &mut ranks);
     ranks[2].kill().unwrap(); // SIGKILL
     ranks.pop().unwrap().wait().unwrap();
     let killed_at = Instant::now();
@@ -212,16 +204,7 @@ fn a_killed_rank_stops_the_others_fast_and_the_restarted_job_resumes_exactly() {
         "the restart did not resume: {stderr}"
     );
     assert_eq!(losses(job.path()).len(), steps as usize);
-    assert_close(
-        &weights(job.path(), steps),
-        &weights(alone.path(), steps),
-        "final weights after the restart",
-    );
-    assert_close(
-        &loss_column(job.path()),
-        &loss_column(alone.path()),
-        "losses",
-    );
+    assert_same_run(job.path(), alone.path(), steps);
 }
 
 #[test]
@@ -269,16 +252,11 @@ fn a_stalled_rank_stops_the_others_at_the_deadline() {
         ),
     )
     .unwrap();
-    let port = free_ports(3);
+    let port = free_ports(3).unwrap();
     let mut ranks: Vec<Child> = (0..2)
         .map(|rank| spawn_rank(&config, rank, 2, port))
         .collect();
-    let log = job.path().join("run/log.jsonl");
-    let started = Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) < 2 {
-        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_steps(job.path(), 2, &mut ranks);
     // SIGSTOP: rank 1 is alive, its connections open, but it never answers again.
     let stopped = Command::new("kill")
         .args(["-STOP", &ranks[1].id().to_string()])
