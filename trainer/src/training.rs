@@ -264,7 +264,7 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
     while step < settings.steps {
         let started = Instant::now();
         let lr = task.learning_rate(step);
-        let (gradients, entry) = if data_ranks == 1 {
+        let (gradients, mut entry) = if data_ranks == 1 {
             seed_step::<B>(device, settings.seed, step);
             let (loss, entry) = task.step(&model, step, 0, lr)?;
             (GradientsParams::from_grads(loss.backward(), &model), entry)
@@ -279,7 +279,6 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
         );
         model = optimizer.step(lr, model, gradients);
         step += 1;
-        let mut entry = entry;
         entry.set_samples_per_s(1.0 / started.elapsed().as_secs_f64());
         if let Some(log) = &mut log {
             writeln!(log, "{}", serde_json::to_string(&entry)?)?;
