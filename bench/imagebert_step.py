@@ -6,11 +6,11 @@ samples/s can be compared on the same machine in the same run.
 Model (as trainer/src/model/imagebert.rs): BERT embeddings (word + position + segment), region
 embeddings (FC of the feature + FC of the 5-d box + segment + one shared position), LayerNorm +
 dropout 0.1, a post-LayerNorm BERT encoder with GELU, heads: MLM (dense + GELU + LayerNorm,
-decoder tied to the word embeddings, logits at every text position), MOC and MRFR (dense + GELU +
-LayerNorm, then a classifier over the detector classes / a regression to the feature size, at
-every region), ITM (BERT pooler on [CLS], one logit). Losses: masked cross-entropy (MLM over 15%
-of the text, MOC over 15% of the regions), masked squared error (MRFR), binary cross-entropy
-(ITM), summed; Adam step. Inputs are synthetic: speed does not depend on the values.
+decoder tied to the word embeddings), MOC and MRFR (dense + GELU + LayerNorm, then a classifier
+over the detector classes / a regression to the feature size), all three only at the chosen
+tokens (15% of the text, 15% of the regions), as UNITER does; ITM (BERT pooler on [CLS], one
+logit). Losses: cross-entropy (MLM, MOC), squared error (MRFR), binary cross-entropy (ITM),
+summed; Adam step. Inputs are synthetic: speed does not depend on the values.
 
 Prints one JSON line: {"model", "samples_per_s", "threads", "torch"}. Needs PyPI torch (CPU is
 enough): python3 -m pip install torch.
@@ -68,7 +68,7 @@ class ImageBert(nn.Module):
         self.pooler = nn.Linear(hidden, hidden)
         self.itm = nn.Linear(hidden, 1)
 
-    def forward(self, ids, text_mask, features, boxes, region_mask):
+    def forward(self, ids, text_mask, features, boxes, region_mask, chosen_text, chosen_regions):
         batch, text_len = ids.shape
         positions = torch.arange(text_len).unsqueeze(0)
         text = self.word(ids) + self.position(positions) + self.segment(torch.zeros_like(ids))
@@ -81,7 +81,10 @@ class ImageBert(nn.Module):
             torch.cat([text, image], 1),
             src_key_padding_mask=torch.cat([text_mask, region_mask], 1) == 0,
         )
-        text_out, region_out = hidden[:, :text_len], hidden[:, text_len:]
+        # The masked heads see only the chosen tokens (flat indices into text / region rows).
+        width = hidden.shape[-1]
+        text_out = hidden[:, :text_len].reshape(-1, width)[chosen_text]
+        region_out = hidden[:, text_len:].reshape(-1, width)[chosen_regions]
         mlm = self.mlm_transform(text_out) @ self.word.weight.t() + self.mlm_bias
         moc = self.moc(self.moc_transform(region_out))
         mrfr = self.mrfr(self.mrfr_transform(region_out))
@@ -96,28 +99,31 @@ def synthetic_batch(batch, text_len, regions, feature_dim, classes, generator):
     xy = torch.rand(batch, regions, 2, generator=generator) * 0.5
     wh = 0.1 + torch.rand(batch, regions, 2, generator=generator) * 0.4
     boxes = torch.cat([xy, xy + wh, (wh[..., :1] * wh[..., 1:])], -1)
-    mlm_labels = torch.where(
-        torch.rand(batch, text_len, generator=generator) < 0.15, ids, torch.full_like(ids, -100)
-    )
-    region_picked = torch.rand(batch, regions, generator=generator) < 0.15
-    classes_of = torch.randint(0, classes, (batch, regions), generator=generator)
-    moc_labels = torch.where(region_picked, classes_of, torch.full_like(classes_of, -100))
+    # Half the pairs are ITM negatives, and only matched pairs get masked (as ours does).
     itm_labels = (torch.rand(batch, generator=generator) < 0.5).float()
+    matched = itm_labels.bool().unsqueeze(-1)
+    text_picked = ((torch.rand(batch, text_len, generator=generator) < 0.15) & matched).flatten()
+    region_picked = (torch.rand(batch, regions, generator=generator) < 0.15) & matched
+    classes_of = torch.randint(0, classes, (batch, regions), generator=generator)
+    chosen_regions = region_picked.flatten().nonzero().squeeze(-1)
     return dict(
         ids=ids, text_mask=torch.ones(batch, text_len), features=features * ~region_picked.unsqueeze(-1),
-        boxes=boxes, region_mask=torch.ones(batch, regions), mlm_labels=mlm_labels,
-        moc_labels=moc_labels, mrfr_weights=region_picked.float(), mrfr_targets=features,
-        itm_labels=itm_labels,
+        boxes=boxes, region_mask=torch.ones(batch, regions),
+        chosen_text=text_picked.nonzero().squeeze(-1), chosen_regions=chosen_regions,
+        mlm_labels=ids.flatten()[text_picked], moc_labels=classes_of.flatten()[chosen_regions],
+        mrfr_targets=features.reshape(-1, feature_dim)[chosen_regions], itm_labels=itm_labels,
     )
 
 
 def step(model, optimizer, b):
-    mlm, moc, mrfr, itm = model(b["ids"], b["text_mask"], b["features"], b["boxes"], b["region_mask"])
+    mlm, moc, mrfr, itm = model(
+        b["ids"], b["text_mask"], b["features"], b["boxes"], b["region_mask"], b["chosen_text"],
+        b["chosen_regions"],
+    )
     ce = nn.functional.cross_entropy
-    loss_mlm = ce(mlm.flatten(0, 1), b["mlm_labels"].flatten(), ignore_index=-100)
-    loss_moc = ce(moc.flatten(0, 1), b["moc_labels"].flatten(), ignore_index=-100)
-    squared = ((mrfr - b["mrfr_targets"]) ** 2).mean(-1)
-    loss_mrfr = (squared * b["mrfr_weights"]).sum() / b["mrfr_weights"].sum().clamp_min(1)
+    loss_mlm = ce(mlm, b["mlm_labels"])
+    loss_moc = ce(moc, b["moc_labels"])
+    loss_mrfr = ((mrfr - b["mrfr_targets"]) ** 2).mean()
     loss_itm = nn.functional.binary_cross_entropy_with_logits(itm, b["itm_labels"])
     loss = loss_mlm + loss_moc + loss_mrfr + loss_itm
     optimizer.zero_grad(set_to_none=True)

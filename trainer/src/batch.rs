@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::Rng;
 
-use crate::model::imagebert::ImageBertInput;
+use crate::model::imagebert::{ChosenPositions, ImageBertInput};
 use crate::objectives::{IGNORE, MaskingConfig, mask_regions, mask_text, pair_for_itm};
 use wordpiece::SpecialTokens;
 
@@ -29,17 +29,24 @@ impl PretrainSample {
     }
 }
 
-/// Everything the four losses compare the model's output with.
+/// Everything the four losses compare the model's output with, and which tokens the masked heads
+/// predict.
+///
+/// The masked heads see only the chosen tokens, so their labels are listed in the order of
+/// [`ChosenPositions`]. A batch with no chosen token (every pair an ITM negative) lists one
+/// placeholder (the first token, labelled [`IGNORE`], weight 0) so no tensor is empty.
 #[derive(Debug, Clone)]
 pub struct PretrainTargets<B: Backend> {
-    /// MLM labels `[batch, text_len]`, [`IGNORE`] where no loss is taken.
-    pub mlm_labels: Tensor<B, 2, Int>,
-    /// MOC labels `[batch, regions]`, [`IGNORE`] where no loss is taken.
-    pub moc_labels: Tensor<B, 2, Int>,
-    /// Original region features `[batch, regions, feature_dim]` (MRFR's target).
-    pub mrfr_targets: Tensor<B, 3>,
-    /// 1 where MRFR loss is taken, `[batch, regions]`.
-    pub mrfr_weights: Tensor<B, 2>,
+    /// The text tokens and regions the masked heads predict.
+    pub chosen: ChosenPositions<B>,
+    /// MLM label of each chosen text token, `[chosen_tokens]` ([`IGNORE`] for a placeholder).
+    pub mlm_labels: Tensor<B, 1, Int>,
+    /// MOC label (the detector's class) of each chosen region, `[chosen_regions]`.
+    pub moc_labels: Tensor<B, 1, Int>,
+    /// Original feature of each chosen region, `[chosen_regions, feature_dim]` (MRFR's target).
+    pub mrfr_targets: Tensor<B, 2>,
+    /// 1 for each chosen region, 0 for a placeholder, `[chosen_regions]`.
+    pub mrfr_weights: Tensor<B, 1>,
     /// 1 for matched pairs, 0 for ITM negatives, `[batch]`.
     pub itm_labels: Tensor<B, 1>,
 }
@@ -70,13 +77,15 @@ pub fn build_pretrain_batch<B: Backend>(
 
     let mut ids = vec![i64::from(special.pad); batch * text_len];
     let mut text_mask = vec![0.0f32; batch * text_len];
-    let mut mlm_labels = vec![IGNORE; batch * text_len];
+    let mut chosen_text = Vec::new();
+    let mut mlm_labels = Vec::new();
     let mut features = vec![0.0f32; batch * regions * feature_dim];
-    let mut targets = vec![0.0f32; batch * regions * feature_dim];
     let mut boxes = vec![0.0f32; batch * regions * 5];
     let mut region_mask = vec![0.0f32; batch * regions];
-    let mut moc_labels = vec![IGNORE; batch * regions];
-    let mut mrfr_weights = vec![0.0f32; batch * regions];
+    let mut chosen_regions = Vec::new();
+    let mut moc_labels = Vec::new();
+    let mut mrfr_targets = Vec::new();
+    let mut mrfr_weights = Vec::new();
     let mut itm_labels = vec![0.0f32; batch];
 
     for (row, pairing) in pairings.iter().enumerate() {
@@ -97,7 +106,10 @@ pub fn build_pretrain_batch<B: Backend>(
         for (i, (&id, &label)) in text.ids.iter().zip(&text.labels).enumerate() {
             ids[t0 + i] = i64::from(id);
             text_mask[t0 + i] = 1.0;
-            mlm_labels[t0 + i] = label;
+            if label != IGNORE {
+                chosen_text.push((t0 + i) as i64);
+                mlm_labels.push(label);
+            }
         }
 
         let n = image.regions();
@@ -113,21 +125,37 @@ pub fn build_pretrain_batch<B: Backend>(
             let slot = row * regions + r;
             let source = &image.region_features[r * feature_dim..(r + 1) * feature_dim];
             let f0 = slot * feature_dim;
-            targets[f0..f0 + feature_dim].copy_from_slice(source);
             if !masked.zeroed[r] {
                 features[f0..f0 + feature_dim].copy_from_slice(source);
             }
             boxes[slot * 5..slot * 5 + 5].copy_from_slice(&image.region_boxes[r]);
             region_mask[slot] = 1.0;
             if masked.chosen[r] {
-                moc_labels[slot] = i64::from(image.region_classes[r]);
-                mrfr_weights[slot] = 1.0;
+                chosen_regions.push(slot as i64);
+                moc_labels.push(i64::from(image.region_classes[r]));
+                mrfr_targets.extend_from_slice(source);
+                mrfr_weights.push(1.0f32);
             }
         }
     }
 
+    if chosen_text.is_empty() {
+        chosen_text.push(0);
+        mlm_labels.push(IGNORE);
+    }
+    if chosen_regions.is_empty() {
+        chosen_regions.push(0);
+        moc_labels.push(IGNORE);
+        mrfr_targets.resize(feature_dim, 0.0);
+        mrfr_weights.push(0.0);
+    }
+
     let ints = |values: Vec<i64>, shape: [usize; 2]| {
         Tensor::<B, 2, Int>::from_data(TensorData::new(values, shape), device)
+    };
+    let list = |values: Vec<i64>| {
+        let n = values.len();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(values, [n]), device)
     };
     let floats2 = |values: Vec<f32>, shape: [usize; 2]| {
         Tensor::<B, 2>::from_data(TensorData::new(values, shape), device)
@@ -142,11 +170,16 @@ pub fn build_pretrain_batch<B: Backend>(
         region_boxes: floats3(boxes, [batch, regions, 5]),
         region_mask: floats2(region_mask, [batch, regions]),
     };
+    let chosen = chosen_regions.len();
     let targets = PretrainTargets {
-        mlm_labels: ints(mlm_labels, [batch, text_len]),
-        moc_labels: ints(moc_labels, [batch, regions]),
-        mrfr_targets: floats3(targets, [batch, regions, feature_dim]),
-        mrfr_weights: floats2(mrfr_weights, [batch, regions]),
+        chosen: ChosenPositions {
+            text: list(chosen_text),
+            regions: list(chosen_regions),
+        },
+        mlm_labels: list(mlm_labels),
+        moc_labels: list(moc_labels),
+        mrfr_targets: floats2(mrfr_targets, [chosen, feature_dim]),
+        mrfr_weights: Tensor::from_data(TensorData::new(mrfr_weights, [chosen]), device),
         itm_labels: Tensor::from_data(TensorData::new(itm_labels, [batch]), device),
     };
     (input, targets)

@@ -129,7 +129,11 @@ pub fn pretrain_gradients<B: AutodiffBackend>(
         rng,
         device,
     );
-    let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+    let losses = pretrain_losses(
+        model.forward(&input, &targets.chosen),
+        targets,
+        &LossWeights::default(),
+    );
     GradientsParams::from_grads(losses.total.backward(), model)
 }
 

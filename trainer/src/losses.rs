@@ -57,27 +57,27 @@ pub struct PretrainLosses<B: Backend> {
     pub itm_accuracy: Tensor<B, 1>,
 }
 
-/// Share of the labels that are not ignored whose arg-max over `logits [batch, n, classes]` is
-/// right (0 when there are none).
+/// Share of the labels that are not ignored whose arg-max over `logits [n, classes]` is right
+/// (0 when there are none).
 pub fn masked_accuracy<B: Backend>(
-    logits: Tensor<B, 3>,
-    labels: Tensor<B, 2, Int>,
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
     let weights = labels.clone().greater_equal_elem(0).float();
-    let predicted = logits.argmax(2).squeeze_dim::<2>(2);
+    let predicted = logits.argmax(1).squeeze_dim::<1>(1);
     let hits = predicted.equal(labels).float() * weights.clone();
     hits.sum() / weights.sum().clamp_min(1.0)
 }
 
-/// Cross-entropy of `logits [batch, n, classes]` against `labels [batch, n]`, averaged over the
-/// labels that are not ignored (0 when there are none).
+/// Cross-entropy of `logits [n, classes]` against `labels [n]`, averaged over the labels that are
+/// not ignored (0 when there are none).
 pub fn masked_cross_entropy<B: Backend>(
-    logits: Tensor<B, 3>,
-    labels: Tensor<B, 2, Int>,
+    logits: Tensor<B, 2>,
+    labels: Tensor<B, 1, Int>,
 ) -> Tensor<B, 1> {
     let weights = labels.clone().greater_equal_elem(0).float();
-    let safe = labels.clamp_min(0).unsqueeze_dim::<3>(2);
-    let picked = log_softmax(logits, 2).gather(2, safe).squeeze_dim::<2>(2);
+    let safe = labels.clamp_min(0).unsqueeze_dim::<2>(1);
+    let picked = log_softmax(logits, 1).gather(1, safe).squeeze_dim::<1>(1);
     let count = weights.clone().sum().clamp_min(1.0);
     (picked * weights).sum().neg() / count
 }
@@ -101,11 +101,11 @@ pub fn pretrain_losses<B: Backend>(
     let mlm = masked_cross_entropy(output.mlm_logits, targets.mlm_labels);
     let moc = masked_cross_entropy(output.moc_logits, targets.moc_labels);
 
-    let [_, _, dim] = output.mrfr_features.dims();
-    let squared = (output.mrfr_features - targets.mrfr_targets)
-        .powi_scalar(2)
-        .sum_dim(2)
-        .squeeze_dim::<2>(2);
+    let [_, dim] = output.mrfr_features.dims();
+    let difference = output.mrfr_features - targets.mrfr_targets;
+    let squared = (difference.clone() * difference)
+        .sum_dim(1)
+        .squeeze_dim::<1>(1);
     let chosen = targets.mrfr_weights.clone().sum().clamp_min(1.0);
     let mrfr = (squared * targets.mrfr_weights).sum() / (chosen * dim as f64);
 
@@ -143,22 +143,22 @@ mod tests {
     #[test]
     fn accuracy_counts_only_labelled_positions() {
         let device = Default::default();
-        // Two rows of two positions over three classes; arg-maxes: [2, 0], [1, 1].
-        let logits = Tensor::<B, 3>::from_data(
+        // Four positions over three classes; arg-maxes: 2, 0, 1, 1.
+        let logits = Tensor::<B, 2>::from_data(
             TensorData::new(
                 vec![
                     0.1f32, 0.2, 0.9, 0.8, 0.1, 0.1, 0.0, 0.5, 0.4, 0.3, 0.6, 0.1,
                 ],
-                [2, 2, 3],
+                [4, 3],
             ),
             &device,
         );
         // Right, ignored, wrong, right: 2 of 3.
         let labels =
-            Tensor::<B, 2, Int>::from_data(TensorData::new(vec![2, IGNORE, 0, 1], [2, 2]), &device);
+            Tensor::<B, 1, Int>::from_data(TensorData::new(vec![2, IGNORE, 0, 1], [4]), &device);
         let accuracy = masked_accuracy(logits.clone(), labels).into_scalar();
         assert!((accuracy - 2.0 / 3.0).abs() < 1e-6, "{accuracy}");
-        let none = Tensor::<B, 2, Int>::full([2, 2], IGNORE, &device);
+        let none = Tensor::<B, 1, Int>::full([4], IGNORE, &device);
         assert_eq!(masked_accuracy(logits, none).into_scalar(), 0.0);
     }
 }

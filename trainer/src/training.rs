@@ -688,7 +688,11 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
             &mut rng,
             &device,
         );
-        let losses = pretrain_losses(model.forward(&input), targets, &self.config.loss_weights);
+        let losses = pretrain_losses(
+            model.forward(&input, &targets.chosen),
+            targets,
+            &self.config.loss_weights,
+        );
         let entry = StepLog {
             step: step + 1,
             loss: scalar(&losses.total),

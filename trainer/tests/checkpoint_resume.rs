@@ -79,7 +79,12 @@ fn train(
             &mut rng,
             &device,
         );
-        let loss = pretrain_losses(model.forward(&input), targets, &LossWeights::default()).total;
+        let loss = pretrain_losses(
+            model.forward(&input, &targets.chosen),
+            targets,
+            &LossWeights::default(),
+        )
+        .total;
         losses.push(loss.clone().into_data().to_vec::<f32>().unwrap()[0]);
         let gradients = GradientsParams::from_grads(loss.backward(), &model);
         model = optimizer.step(1e-3, model, gradients);

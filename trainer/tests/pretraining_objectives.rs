@@ -33,18 +33,16 @@ fn value(t: Tensor<Compute, 1>) -> f32 {
 fn masked_cross_entropy_matches_hand_computation_and_skips_ignored_labels() {
     let device = Default::default();
     // Two positions; logits (0, ln 3) -> p = (1/4, 3/4). Labels 1 and IGNORE.
-    let logits = Tensor::<Compute, 3>::from_data(
-        TensorData::new(vec![0.0f32, 3f32.ln(), 5.0, -5.0], [1, 2, 2]),
+    let logits = Tensor::<Compute, 2>::from_data(
+        TensorData::new(vec![0.0f32, 3f32.ln(), 5.0, -5.0], [2, 2]),
         &device,
     );
     let labels =
-        Tensor::<Compute, 2, Int>::from_data(TensorData::new(vec![1i64, IGNORE], [1, 2]), &device);
+        Tensor::<Compute, 1, Int>::from_data(TensorData::new(vec![1i64, IGNORE], [2]), &device);
     let loss = value(masked_cross_entropy(logits.clone(), labels));
     assert!((loss - (4.0f32 / 3.0).ln()).abs() < 1e-6, "{loss}");
-    let none = Tensor::<Compute, 2, Int>::from_data(
-        TensorData::new(vec![IGNORE, IGNORE], [1, 2]),
-        &device,
-    );
+    let none =
+        Tensor::<Compute, 1, Int>::from_data(TensorData::new(vec![IGNORE, IGNORE], [2]), &device);
     assert_eq!(value(masked_cross_entropy(logits, none)), 0.0);
 }
 
@@ -118,7 +116,11 @@ fn negatives_get_no_masked_loss_and_moc_targets_are_the_detector_labels() {
     );
     let itm: Vec<f32> = targets.itm_labels.clone().into_data().to_vec().unwrap();
     assert!(itm.iter().all(|&l| l == 0.0));
-    let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+    let losses = pretrain_losses(
+        model.forward(&input, &targets.chosen),
+        targets,
+        &LossWeights::default(),
+    );
     assert_eq!(value(losses.mlm), 0.0);
     assert_eq!(value(losses.moc), 0.0);
     assert_eq!(value(losses.mrfr), 0.0);
@@ -138,15 +140,37 @@ fn negatives_get_no_masked_loss_and_moc_targets_are_the_detector_labels() {
         &mut rng,
         &device,
     );
+    // Every real region is chosen, in order, and its MOC label is the detector's class.
     let labels: Vec<i64> = targets.moc_labels.clone().into_data().to_vec().unwrap();
+    let chosen: Vec<i64> = targets.chosen.regions.clone().into_data().to_vec().unwrap();
     let regions = input.region_mask.dims()[1];
-    for (row, s) in samples.iter().enumerate() {
-        for r in 0..regions {
-            let expected = s.region_classes.get(r).map_or(IGNORE, |&c| i64::from(c));
-            assert_eq!(labels[row * regions + r], expected, "row {row} region {r}");
-        }
+    let expected: Vec<(i64, i64)> = samples
+        .iter()
+        .enumerate()
+        .flat_map(|(row, s)| {
+            s.region_classes
+                .iter()
+                .enumerate()
+                .map(move |(r, &c)| ((row * regions + r) as i64, i64::from(c)))
+        })
+        .collect();
+    let got: Vec<(i64, i64)> = chosen.iter().copied().zip(labels).collect();
+    assert_eq!(got, expected);
+    // MRFR's target is each chosen region's original (unmasked) feature.
+    let targets_flat: Vec<f32> = targets.mrfr_targets.clone().into_data().to_vec().unwrap();
+    for (k, &slot) in chosen.iter().enumerate() {
+        let (row, r) = (slot as usize / regions, slot as usize % regions);
+        let original = &samples[row].region_features[r * FEATURE_DIM..(r + 1) * FEATURE_DIM];
+        assert_eq!(
+            &targets_flat[k * FEATURE_DIM..(k + 1) * FEATURE_DIM],
+            original
+        );
     }
-    let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+    let losses = pretrain_losses(
+        model.forward(&input, &targets.chosen),
+        targets,
+        &LossWeights::default(),
+    );
     assert!(value(losses.mlm) > 0.0 && value(losses.moc) > 0.0 && value(losses.mrfr) > 0.0);
 }
 
@@ -171,7 +195,11 @@ fn all_four_losses_fall_when_training_a_small_model() {
             &mut rng,
             &device,
         );
-        let losses = pretrain_losses(model.forward(&input), targets, &LossWeights::default());
+        let losses = pretrain_losses(
+            model.forward(&input, &targets.chosen),
+            targets,
+            &LossWeights::default(),
+        );
         let read = |t: &Tensor<Train, 1>| t.clone().into_data().to_vec::<f32>().unwrap()[0];
         history.push([
             read(&losses.mlm),

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::bert::{Encoder, TextEmbeddings};
+use super::bert::{Encoder, TextEmbeddings, linear_tokens};
 use super::config::EncoderConfig;
 
 /// Segment id of text tokens.
@@ -112,15 +112,28 @@ pub struct ImageBertInput<B: Backend> {
     pub region_mask: Tensor<B, 2>,
 }
 
-/// The encoder's outputs and every head's prediction for one batch.
+/// The tokens the masked heads (MLM, MOC, MRFR) predict: only those carry a loss, so only those
+/// are projected, as UNITER does (the vocabulary projection at every text position was a fifth of
+/// the step's arithmetic for `mini`).
+#[derive(Debug, Clone)]
+pub struct ChosenPositions<B: Backend> {
+    /// Text rows to predict, as indices into the text tokens flattened to
+    /// `[batch × text_len]` (row `b`, token `t` is `b × text_len + t`): `[chosen_tokens]`.
+    pub text: Tensor<B, 1, Int>,
+    /// Regions to predict, as indices into the regions flattened to `[batch × regions]`:
+    /// `[chosen_regions]`.
+    pub regions: Tensor<B, 1, Int>,
+}
+
+/// Every head's prediction for one batch.
 #[derive(Debug, Clone)]
 pub struct ImageBertOutput<B: Backend> {
-    /// MLM logits over the vocabulary: `[batch, text_len, vocab]`.
-    pub mlm_logits: Tensor<B, 3>,
-    /// MOC logits over detector classes: `[batch, regions, classes]`.
-    pub moc_logits: Tensor<B, 3>,
-    /// MRFR regressed features: `[batch, regions, feature_dim]`.
-    pub mrfr_features: Tensor<B, 3>,
+    /// MLM logits over the vocabulary at the chosen text tokens: `[chosen_tokens, vocab]`.
+    pub mlm_logits: Tensor<B, 2>,
+    /// MOC logits over detector classes at the chosen regions: `[chosen_regions, classes]`.
+    pub moc_logits: Tensor<B, 2>,
+    /// MRFR regressed features at the chosen regions: `[chosen_regions, feature_dim]`.
+    pub mrfr_features: Tensor<B, 2>,
     /// ITM matching logit (sigmoid gives the probability of a match): `[batch]`.
     pub itm_logits: Tensor<B, 1>,
 }
@@ -172,8 +185,8 @@ impl<B: Backend> ImageBert<B> {
         let [batch, regions, _] = features.dims();
         let device = features.device();
         let shared = |id: i64| Tensor::<B, 2, Int>::full([batch, regions], id, &device);
-        let image = self.image.feature.forward(features)
-            + self.image.location.forward(boxes)
+        let image = linear_tokens(&self.image.feature, features)
+            + linear_tokens(&self.image.location, boxes)
             + self.text.segment.forward(shared(IMAGE_SEGMENT))
             + self.text.position.forward(shared(IMAGE_POSITION));
         self.text.dropout.forward(self.image.norm.forward(image))
@@ -215,20 +228,35 @@ impl<B: Backend> ImageBert<B> {
             .reshape([batch])
     }
 
-    /// Full forward: encoder plus the four heads.
-    pub fn forward(&self, input: &ImageBertInput<B>) -> ImageBertOutput<B> {
+    /// Full forward: the encoder, ITM on every pair and the masked heads at the `chosen` tokens.
+    pub fn forward(
+        &self,
+        input: &ImageBertInput<B>,
+        chosen: &ChosenPositions<B>,
+    ) -> ImageBertOutput<B> {
         let [batch, text_len] = input.text_ids.dims();
         let hidden = self.encode(input);
         let [_, seq, h] = hidden.dims();
-        let text = hidden.clone().slice([0..batch, 0..text_len, 0..h]);
-        let regions = hidden.clone().slice([0..batch, text_len..seq, 0..h]);
+        let rows = |part: Tensor<B, 3>, len: usize, picked: Tensor<B, 1, Int>| {
+            part.reshape([batch * len, h]).select(0, picked)
+        };
+        let text = rows(
+            hidden.clone().slice([0..batch, 0..text_len, 0..h]),
+            text_len,
+            chosen.text.clone(),
+        );
+        let regions = rows(
+            hidden.clone().slice([0..batch, text_len..seq, 0..h]),
+            seq - text_len,
+            chosen.regions.clone(),
+        );
         let itm_logits = self.match_logits(hidden);
 
         let word_table = self.text.word.weight.val(); // [vocab, hidden]
         let mlm_logits = self
             .mlm_transform
             .forward(text)
-            .matmul(word_table.transpose().unsqueeze())
+            .matmul(word_table.transpose())
             + self.mlm_bias.val().unsqueeze();
         let moc_logits = self
             .moc_classifier
