@@ -83,25 +83,31 @@ fn run_alone(config: &Path) {
     );
 }
 
-fn assert_close(got: &[f32], expected: &[f32], what: &str) {
+fn assert_close(got: &[f32], expected: &[f32], tolerance: f32, what: &str) {
     assert_eq!(got.len(), expected.len(), "{what}: lengths differ");
     let worst = got
         .iter()
         .zip(expected)
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
-    assert!(worst < 1e-4, "{what}: differ by up to {worst}");
+    assert!(worst < tolerance, "{what}: differ by up to {worst}");
 }
 
 /// The job in `job` ended with the final weights and the losses of the run in `alone`, within
 /// float tolerance.
 fn assert_same_run(job: &Path, alone: &Path, steps: u64) {
+    // The all-reduce sums the ranks' gradients in another order than accumulation in one
+    // process, and Adam divides each gradient by its own running magnitude, so one-ulp
+    // differences in near-zero gradients become differences of a fraction of one step's update
+    // (the learning rate, 1e-3): 1.35e-4 measured after 24 steps. A wrong data split or a lost
+    // micro-batch shows in the step losses, which must agree to 1e-4 (losses are about 10).
     assert_close(
         &weights(job, steps),
         &weights(alone, steps),
+        5e-4,
         "final weights",
     );
-    assert_close(&loss_column(job), &loss_column(alone), "losses");
+    assert_close(&loss_column(job), &loss_column(alone), 1e-4, "losses");
 }
 
 /// Waits until `dir`'s run has logged `steps` steps; every rank must still be running.
