@@ -34,19 +34,18 @@ impl PretrainSample {
 ///
 /// The masked heads see only the chosen tokens, so their labels are listed in the order of
 /// [`ChosenPositions`]. A batch with no chosen token (every pair an ITM negative) lists one
-/// placeholder (the first token, labelled [`IGNORE`], weight 0) so no tensor is empty.
+/// placeholder (the first token, labelled [`IGNORE`]) so no tensor is empty.
 #[derive(Debug, Clone)]
 pub struct PretrainTargets<B: Backend> {
     /// The text tokens and regions the masked heads predict.
     pub chosen: ChosenPositions<B>,
     /// MLM label of each chosen text token, `[chosen_tokens]` ([`IGNORE`] for a placeholder).
     pub mlm_labels: Tensor<B, 1, Int>,
-    /// MOC label (the detector's class) of each chosen region, `[chosen_regions]`.
+    /// MOC label (the detector's class) of each chosen region, `[chosen_regions]`
+    /// ([`IGNORE`] for a placeholder, which MRFR skips too).
     pub moc_labels: Tensor<B, 1, Int>,
     /// Original feature of each chosen region, `[chosen_regions, feature_dim]` (MRFR's target).
     pub mrfr_targets: Tensor<B, 2>,
-    /// 1 for each chosen region, 0 for a placeholder, `[chosen_regions]`.
-    pub mrfr_weights: Tensor<B, 1>,
     /// 1 for matched pairs, 0 for ITM negatives, `[batch]`.
     pub itm_labels: Tensor<B, 1>,
 }
@@ -85,7 +84,6 @@ pub fn build_pretrain_batch<B: Backend>(
     let mut chosen_regions = Vec::new();
     let mut moc_labels = Vec::new();
     let mut mrfr_targets = Vec::new();
-    let mut mrfr_weights = Vec::new();
     let mut itm_labels = vec![0.0f32; batch];
 
     for (row, pairing) in pairings.iter().enumerate() {
@@ -134,7 +132,6 @@ pub fn build_pretrain_batch<B: Backend>(
                 chosen_regions.push(slot as i64);
                 moc_labels.push(i64::from(image.region_classes[r]));
                 mrfr_targets.extend_from_slice(source);
-                mrfr_weights.push(1.0f32);
             }
         }
     }
@@ -147,7 +144,6 @@ pub fn build_pretrain_batch<B: Backend>(
         chosen_regions.push(0);
         moc_labels.push(IGNORE);
         mrfr_targets.resize(feature_dim, 0.0);
-        mrfr_weights.push(0.0);
     }
 
     let ints = |values: Vec<i64>, shape: [usize; 2]| {
@@ -179,7 +175,6 @@ pub fn build_pretrain_batch<B: Backend>(
         mlm_labels: list(mlm_labels),
         moc_labels: list(moc_labels),
         mrfr_targets: floats2(mrfr_targets, [chosen, feature_dim]),
-        mrfr_weights: Tensor::from_data(TensorData::new(mrfr_weights, [chosen]), device),
         itm_labels: Tensor::from_data(TensorData::new(itm_labels, [batch]), device),
     };
     (input, targets)

@@ -1,7 +1,8 @@
 //! The four pre-training losses (ImageBERT §3.3): MLM and MOC are cross-entropies over the chosen
 //! positions, MRFR an L2 regression on the chosen regions, ITM a binary cross-entropy on the
-//! `[CLS]` score. Positions labelled [`IGNORE`](crate::objectives::IGNORE) carry no loss, which is
-//! how negatives get none of the three masked losses.
+//! `[CLS]` score. The masked heads see only the chosen tokens, and ITM negatives have none, so
+//! negatives get none of the three masked losses; a placeholder labelled
+//! [`IGNORE`](crate::objectives::IGNORE) (a batch with nothing chosen) carries no loss either.
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -98,6 +99,8 @@ pub fn pretrain_losses<B: Backend>(
         .equal(targets.itm_labels.clone())
         .float()
         .mean();
+    // MRFR is taken on the regions MOC is: every chosen region but a placeholder.
+    let regions = targets.moc_labels.clone().greater_equal_elem(0).float();
     let mlm = masked_cross_entropy(output.mlm_logits, targets.mlm_labels);
     let moc = masked_cross_entropy(output.moc_logits, targets.moc_labels);
 
@@ -106,8 +109,8 @@ pub fn pretrain_losses<B: Backend>(
     let squared = (difference.clone() * difference)
         .sum_dim(1)
         .squeeze_dim::<1>(1);
-    let chosen = targets.mrfr_weights.clone().sum().clamp_min(1.0);
-    let mrfr = (squared * targets.mrfr_weights).sum() / (chosen * dim as f64);
+    let chosen = regions.clone().sum().clamp_min(1.0);
+    let mrfr = (squared * regions).sum() / (chosen * dim as f64);
 
     // BCE with logits: softplus(x) - y·x, written stably as max(x, 0) - y·x + ln(1 + e^-|x|).
     let x = output.itm_logits;
