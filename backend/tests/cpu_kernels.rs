@@ -1,5 +1,6 @@
 //! The CPU backend's patched kernels (vendor/burn-ndarray, vendor/README.md): the one-pass GELU
-//! and its gradient, and dropout's Bernoulli masks drawn in parallel blocks. On the CUDA build
+//! and its gradient, dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
+//! transposed and permuted operands in place. On the CUDA build
 //! these run Burn's own kernels, so the checks hold there too.
 
 use backend::{Compute, Train};
@@ -83,4 +84,181 @@ fn bernoulli_masks_keep_the_rate_and_depend_only_on_the_seed() {
     assert_ne!(draw(6, 0.9), mask, "another seed gave the same mask");
     assert!(draw(5, 0.0).iter().all(|&v| v == 0.0));
     assert!(draw(5, 1.0).iter().all(|&v| v == 1.0));
+}
+
+/// `a · b` in float64 for row-major `[batch, m, k]` and `[batch, k, n]` values.
+fn reference_matmul(a: &[f32], b: &[f32], batch: usize, m: usize, k: usize, n: usize) -> Vec<f64> {
+    let mut out = vec![0.0; batch * m * n];
+    for p in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                out[(p * m + i) * n + j] = (0..k)
+                    .map(|t| f64::from(a[(p * m + i) * k + t]) * f64::from(b[(p * k + t) * n + j]))
+                    .sum();
+            }
+        }
+    }
+    out
+}
+
+fn assert_close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: element count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (f64::from(*g) - w).abs() < 1e-4 * (1.0 + w.abs()),
+            "{what}: element {i} is {g}, float64 gives {w}"
+        );
+    }
+}
+
+#[test]
+fn matmul_reads_transposed_and_permuted_operands_correctly() {
+    let device = Default::default();
+    let (batch, heads, m, k, n) = (2, 3, 5, 7, 4);
+    let ramp = |len: usize, step: f32| -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * step)
+            .collect()
+    };
+    let a = ramp(batch * heads * m * k, 0.013);
+    let b = ramp(batch * heads * k * n, 0.029);
+    let want = reference_matmul(&a, &b, batch * heads, m, k, n);
+    let tensor = |v: &[f32], shape: [usize; 4]| {
+        Tensor::<Compute, 4>::from_data(TensorData::new(v.to_vec(), shape), &device)
+    };
+    let (a4, b4) = (
+        tensor(&a, [batch, heads, m, k]),
+        tensor(&b, [batch, heads, k, n]),
+    );
+
+    // Contiguous operands.
+    assert_close(&values(a4.clone().matmul(b4.clone())), &want, "contiguous");
+
+    // The same matrices stored transposed, as the backward pass hands them over.
+    let a_stored_t = a4
+        .clone()
+        .swap_dims(2, 3)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let b_stored_t = b4
+        .clone()
+        .swap_dims(2, 3)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let a_t = tensor(&a_stored_t, [batch, heads, k, m]).swap_dims(2, 3);
+    let b_t = tensor(&b_stored_t, [batch, heads, n, k]).swap_dims(2, 3);
+    assert_close(&values(a_t.matmul(b_t)), &want, "transposed operands");
+
+    // Heads stored before the batch: batch dimensions that cannot merge into one stride.
+    let a_heads_first = a4
+        .clone()
+        .swap_dims(0, 1)
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let a_p = tensor(&a_heads_first, [heads, batch, m, k]).swap_dims(0, 1);
+    assert_close(&values(a_p.matmul(b4.clone())), &want, "permuted batch");
+
+    // 2-d: a transposed weight broadcast against a batch, as Linear's backward pass uses it.
+    let w = ramp(k * n, 0.021);
+    let w_stored_t = Tensor::<Compute, 2>::from_data(TensorData::new(w.clone(), [k, n]), &device)
+        .transpose()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+    let w_t =
+        Tensor::<Compute, 2>::from_data(TensorData::new(w_stored_t, [n, k]), &device).transpose();
+    let rows = Tensor::<Compute, 2>::from_data(
+        TensorData::new(a.clone(), [batch * heads * m, k]),
+        &device,
+    );
+    let want_2d = reference_matmul(&a, &w, 1, batch * heads * m, k, n);
+    assert_close(&values(rows.matmul(w_t)), &want_2d, "transposed 2-d weight");
+}
+
+#[test]
+fn large_elementwise_operations_split_across_threads_match_one_element_at_a_time() {
+    let device = Default::default();
+    // Above the parallel threshold (32,768) and not a multiple of the 1,024-element block.
+    let len = 100_003;
+    let xs: Vec<f32> = (0..len)
+        .map(|i| ((i % 997) as f32 - 498.0) / 97.0)
+        .collect();
+    let ys: Vec<f32> = (0..len).map(|i| ((i % 389) as f32 + 1.0) / 53.0).collect();
+    let x = || Tensor::<Compute, 1>::from_data(TensorData::new(xs.clone(), [len]), &device);
+    let y = || Tensor::<Compute, 1>::from_data(TensorData::new(ys.clone(), [len]), &device);
+    let check_n = |got: Vec<f32>, n: usize, want: &dyn Fn(usize) -> f32, what: &str| {
+        assert_eq!(got.len(), n, "{what}: length");
+        for (i, g) in got.iter().enumerate() {
+            let w = want(i);
+            assert!(
+                (g - w).abs() <= 1e-6 * (1.0 + w.abs()),
+                "{what}: element {i} is {g}, expected {w}"
+            );
+        }
+    };
+    let check =
+        |got: Vec<f32>, want: &dyn Fn(usize) -> f32, what: &str| check_n(got, len, want, what);
+    // Each operation twice: on a buffer it owns (computed in place) and on one still shared
+    // with another tensor (written to a new buffer, the shared one left unchanged).
+    for shared in [false, true] {
+        let keep = x();
+        let input = if shared { keep.clone() } else { x() };
+        check(values(input.clone().exp()), &|i| xs[i].exp(), "exp");
+        check(values(y().sqrt()), &|i| ys[i].sqrt(), "sqrt");
+        check(values(y().log()), &|i| ys[i].ln(), "log");
+        check(
+            values(input.clone().mul_scalar(0.5)),
+            &|i| xs[i] * 0.5,
+            "mul_scalar",
+        );
+        check(values(input.clone().abs()), &|i| xs[i].abs(), "abs");
+        check(values(input.clone().add(y())), &|i| xs[i] + ys[i], "add");
+        check(values(input.clone().mul(y())), &|i| xs[i] * ys[i], "mul");
+        check(values(input.div(y())), &|i| xs[i] / ys[i], "div");
+        check(values(keep), &|i| xs[i], "the shared input, unchanged");
+    }
+
+    // Operands in different layouts, and a row broadcast over a matrix (a bias).
+    let (rows, cols) = (311, 307);
+    let matrix = |v: &[f32]| {
+        Tensor::<Compute, 2>::from_data(
+            TensorData::new(v[..rows * cols].to_vec(), [rows, cols]),
+            &device,
+        )
+    };
+    let transposed = Tensor::<Compute, 2>::from_data(
+        TensorData::new(ys[..rows * cols].to_vec(), [cols, rows]),
+        &device,
+    )
+    .transpose();
+    let at = |i: usize| (i / cols, i % cols);
+    check_n(
+        values(matrix(&xs).add(transposed.clone())),
+        rows * cols,
+        &|i| xs[i] + ys[at(i).1 * rows + at(i).0],
+        "add, one operand transposed",
+    );
+    check_n(
+        values(matrix(&xs).div(transposed)),
+        rows * cols,
+        &|i| xs[i] / ys[at(i).1 * rows + at(i).0],
+        "div, one operand transposed",
+    );
+    let bias =
+        Tensor::<Compute, 2>::from_data(TensorData::new(ys[..cols].to_vec(), [1, cols]), &device);
+    check_n(
+        values(matrix(&xs).sub(bias.clone())),
+        rows * cols,
+        &|i| xs[i] - ys[at(i).1],
+        "sub, broadcast row",
+    );
+    check_n(
+        values(bias.mul(matrix(&xs))),
+        rows * cols,
+        &|i| ys[at(i).1] * xs[i],
+        "mul, broadcast row first",
+    );
 }

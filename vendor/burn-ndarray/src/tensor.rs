@@ -536,16 +536,25 @@ macro_rules! reshape {
         array $array:expr
     ) => {{
         let dim = $crate::to_typed_dims!($n, $shape, justdim);
+        // imagebert patch 6: `to_shape` borrows, and turning its view into an owned array
+        // copied every element even when the layout already allowed the new shape. A
+        // standard-layout array now changes shape in place; any other is copied once into
+        // standard layout (the result is always in standard layout, as before).
         let array = match $array.is_standard_layout() {
             true => {
-                match $array.to_shape(dim) {
-                    Ok(val) => val.into_shared(),
+                match $array.into_shape_with_order(dim) {
+                    Ok(val) => val,
                     Err(err) => {
                         core::panic!("Shape should be compatible shape={dim:?}: {err:?}");
                     }
                 }
             },
-            false => $array.to_shape(dim).unwrap().as_standard_layout().into_shared(),
+            false => $array
+                .as_standard_layout()
+                .into_owned()
+                .into_shape_with_order(dim)
+                .unwrap()
+                .into_shared(),
         };
         array.into_dyn()
     }};

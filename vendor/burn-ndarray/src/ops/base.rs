@@ -743,6 +743,11 @@ where
             E, VecAdd, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
+        // imagebert patch 7: large operands on the rayon threads.
+        if let Some(out) = crate::parallel::zip_map_large(&lhs, &rhs, |a, b| a + b) {
+            return out;
+        }
+
         let array = &lhs + &rhs;
         array.into_shared()
     }
@@ -774,6 +779,11 @@ where
             E, VecSub, lhs, rhs, u8, i8, u16, i16, u32, i32, f32, u64, i64, f64
         );
 
+        // imagebert patch 7: large operands on the rayon threads.
+        if let Some(out) = crate::parallel::zip_map_large(&lhs, &rhs, |a, b| a - b) {
+            return out;
+        }
+
         let array = lhs - rhs;
         array.into_shared()
     }
@@ -804,6 +814,11 @@ where
         let (lhs, rhs) =
             dispatch_binary_simd!(noq, E, VecMul, lhs, rhs, u16, i16, u32, i32, f32, f64);
 
+        // imagebert patch 7: large operands on the rayon threads.
+        if let Some(out) = crate::parallel::zip_map_large(&lhs, &rhs, |a, b| a * b) {
+            return out;
+        }
+
         let array = lhs * rhs;
         array.into_shared()
     }
@@ -829,6 +844,11 @@ where
 
     pub fn div(lhs: SharedArray<E>, rhs: SharedArray<E>) -> SharedArray<E> {
         let (lhs, rhs) = dispatch_binary_simd!(noq, E, VecDiv, lhs, rhs, f32, f64);
+
+        // imagebert patch 7: large operands on the rayon threads.
+        if let Some(out) = crate::parallel::zip_map_large(&lhs, &rhs, |a, b| a / b) {
+            return out;
+        }
 
         let array = lhs / rhs;
         array.into_shared()

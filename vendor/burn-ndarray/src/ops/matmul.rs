@@ -14,20 +14,20 @@ pub(crate) fn matmul<E: NdArrayElement>(
     let shape_rhs = rhs.shape();
     let ndims = shape_lhs.num_dims();
     let m = shape_lhs[ndims - 2]; // # of left rows
-    let k = shape_rhs[ndims - 2]; // # of left cols and right rows
     let n = shape_rhs[ndims - 1]; // # of right cols
 
-    let (out_shape, strides_lhs, strides_rhs, strides_out) = output_shape(shape_lhs, shape_rhs);
-    let l_mat_size = m * k; // size of matrix component of left array
-    let r_mat_size = k * n; // size of matrix component of right array
+    let (out_shape, _, _, strides_out) = output_shape(shape_lhs, shape_rhs);
     let out_mat_size = m * n; // size of matrix component of output array
-
-    let num_l_batches = shape_lhs.num_elements() / l_mat_size;
-    let num_r_batches = shape_rhs.num_elements() / r_mat_size;
     let num_out_batches = out_shape.num_elements() / out_mat_size;
 
-    let lhs_array = NdArrayOps::reshape(lhs, Shape::new([num_l_batches, m, k]));
-    let rhs_array = NdArrayOps::reshape(rhs, Shape::new([num_r_batches, k, n]));
+    // imagebert patch 5: every batch's matrices are taken as 2-d views of the operands as they
+    // are laid out (a transposed or permuted operand, as in every backward pass and in
+    // attention, keeps its strides); the GEMM reads strided matrices directly. Upstream first
+    // copied each operand that was not in standard layout into a contiguous
+    // [batches, rows, cols] array, on one thread.
+    let lhs_view = lhs.view();
+    let rhs_view = rhs.view();
+    let batch_dims = ndims - 2;
 
     let alpha: E = 1.0.elem();
     let beta: E = 0.0.elem();
@@ -37,16 +37,11 @@ pub(crate) fn matmul<E: NdArrayElement>(
         let unsafe_shared_out_array = UnsafeSharedRef::new(&mut out_array);
 
         iter_range_par!(0, num_out_batches).for_each(|out_batch| {
-            // Here, we:
-            //   1. Un-flatten the output batch into a component-based batch index.
-            //   2. Use the strides for left and right batch indices to convert it to a flattened
-            //      batch for left and right.
+            // Un-flatten the output batch into one index per batch dimension; an operand's
+            // broadcast dimension (size 1) stays at index 0.
             let out_index = strides_out.unflatten(out_batch);
-            let l_batch = strides_lhs.flatten(&out_index);
-            let r_batch = strides_rhs.flatten(&out_index);
-
-            let lhs_slice = lhs_array.slice(s!(l_batch, .., ..));
-            let rhs_slice = rhs_array.slice(s!(r_batch, .., ..));
+            let lhs_slice = batch_matrix(&lhs_view, &out_index, batch_dims);
+            let rhs_slice = batch_matrix(&rhs_view, &out_index, batch_dims);
 
             unsafe {
                 let mut out_slice = unsafe_shared_out_array
@@ -69,6 +64,22 @@ pub(crate) fn matmul<E: NdArrayElement>(
     NdArrayOps::reshape(out, out_shape)
 }
 
+/// imagebert patch 5: the matrix of `array` (its last two dimensions) at the batch position
+/// `out_index` of the broadcast output, as a view; a batch dimension of size 1 is broadcast.
+fn batch_matrix<'a, E>(
+    array: &ndarray::ArrayViewD<'a, E>,
+    out_index: &[usize],
+    batch_dims: usize,
+) -> ndarray::ArrayView2<'a, E> {
+    let mut view = array.clone();
+    for &index in out_index.iter().take(batch_dims) {
+        let index = if view.shape()[0] == 1 { 0 } else { index };
+        view = view.index_axis_move(ndarray::Axis(0), index);
+    }
+    view.into_dimensionality::<ndarray::Ix2>()
+        .expect("a matrix remains after the batch dimensions")
+}
+
 #[derive(Debug, PartialEq)]
 struct Strides {
     strides: Vec<usize>,
@@ -86,15 +97,6 @@ impl Strides {
             rem %= stride;
         }
         coord
-    }
-
-    fn flatten(&self, index: &Vec<usize>) -> usize {
-        assert_eq!(self.strides.len(), index.len());
-        self.strides
-            .iter()
-            .zip(index)
-            .map(|(stride, index)| stride * index)
-            .sum()
     }
 }
 

@@ -22,6 +22,7 @@ use crate::{
 use crate::{execute_with_float_dtype, ops::grid_sample::grid_sample_2d};
 
 // Workspace crates
+use crate::parallel::map_elements;
 use crate::rand::get_seeded_rng;
 use burn_backend::{Distribution, FloatDType, Scalar};
 use burn_backend::{ElementConversion, Shape, TensorData, ops::FloatTensorOps};
@@ -525,13 +526,13 @@ where
 
     fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.exp_elem()).into_shared()
+            map_elements(array, |a: FloatElem| a.exp_elem())
         })
     }
 
     fn float_log(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.log_elem()).into_shared()
+            map_elements(array, |a: FloatElem| a.log_elem())
         })
     }
 
@@ -564,7 +565,7 @@ where
 
     fn float_log1p(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.log1p_elem()).into_shared()
+            map_elements(array, |a: FloatElem| a.log1p_elem())
         })
     }
 
@@ -578,7 +579,7 @@ where
 
     fn float_sqrt(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            array.mapv_into(|a: FloatElem| a.sqrt_elem()).into_shared()
+            map_elements(array, |a: FloatElem| a.sqrt_elem())
         })
     }
 

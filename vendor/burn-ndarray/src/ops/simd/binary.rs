@@ -8,7 +8,11 @@ use macerator::{
 use ndarray::ArrayD;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray, ops::simd::uninit_array_like};
+use crate::{
+    NdArrayElement, SharedArray,
+    ops::simd::uninit_array_like,
+    parallel::{BlockPtr, for_each_block},
+};
 
 use super::{
     MinMax,
@@ -202,7 +206,7 @@ fn binary_simd_same<
         let rhs = rhs.as_slice().unwrap();
         let out =
             unsafe { core::mem::transmute::<&mut [T], &mut [Out]>(unsafe_alias_slice_mut(lhs)) };
-        binary(lhs, rhs, out, PhantomData::<Op>);
+        binary_blocks::<T, Out, Op>(lhs, rhs, out);
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else if rhs.is_unique() {
         let mut buf = rhs.into_owned();
@@ -210,17 +214,43 @@ fn binary_simd_same<
         let rhs = buf.as_slice_mut().unwrap();
         let out =
             unsafe { core::mem::transmute::<&mut [T], &mut [Out]>(unsafe_alias_slice_mut(rhs)) };
-        binary(lhs, rhs, out, PhantomData::<Op>);
+        binary_blocks::<T, Out, Op>(lhs, rhs, out);
         unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buf) }
     } else {
         let mut out = uninit_array_like(&lhs);
         let lhs = lhs.as_slice().unwrap();
         let rhs = rhs.as_slice().unwrap();
         let out_slice = out.as_slice_mut().unwrap();
-        binary(lhs, rhs, out_slice, PhantomData::<Op>);
+        binary_blocks::<T, Out, Op>(lhs, rhs, out_slice);
         out
     };
     out.into_shared()
+}
+
+/// imagebert patch 7: [`binary`] in blocks on the rayon threads (see [`for_each_block`]).
+fn binary_blocks<
+    T: NdArrayElement + Scalar,
+    Out: NdArrayElement + Scalar,
+    Op: SimdBinop<T, Out>,
+>(
+    lhs: &[T],
+    rhs: &[T],
+    out: &mut [Out],
+) {
+    let (lhs_ptr, rhs_ptr) = (BlockPtr::new(lhs.as_ptr()), BlockPtr::new(rhs.as_ptr()));
+    let out_ptr = BlockPtr::new(out.as_mut_ptr());
+    for_each_block(out.len(), |start, end| {
+        // SAFETY: blocks are disjoint ranges of the three equally long slices; `out` aliases an
+        // input only position for position, as in the unsplit kernel.
+        let (lhs, rhs, out) = unsafe {
+            (
+                lhs_ptr.slice(start, end),
+                rhs_ptr.slice(start, end),
+                out_ptr.slice_mut(start, end),
+            )
+        };
+        binary(lhs, rhs, out, PhantomData::<Op>);
+    });
 }
 
 #[allow(clippy::erasing_op, clippy::identity_op)]

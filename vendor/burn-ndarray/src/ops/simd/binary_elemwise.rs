@@ -8,7 +8,11 @@ use macerator::{
 use ndarray::ArrayD;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray, ops::simd::uninit_array_like};
+use crate::{
+    NdArrayElement, SharedArray,
+    ops::simd::uninit_array_like,
+    parallel::{BlockPtr, for_each_block},
+};
 
 use super::{MinMax, should_use_simd};
 
@@ -258,7 +262,9 @@ pub fn try_binary_scalar_simd<
 >(
     input: SharedArray<E>,
     elem: Op::Rhs,
-) -> Result<SharedArray<EOut>, SharedArray<E>> {
+) -> Result<SharedArray<EOut>, SharedArray<E>> where
+    Op::Rhs: Send + Sync, // imagebert patch 7: the scalar goes to the rayon threads
+{
     if !should_use_simd(input.len())
         || input.as_slice_memory_order().is_none()
         || !is_accelerated::<T, Out, Op>(PhantomData)
@@ -290,10 +296,24 @@ unsafe fn binary_scalar_simd_inplace<
 >(
     input: SharedArray<T>,
     elem: Op::Rhs,
-) -> SharedArray<Out> {
+) -> SharedArray<Out> where
+    Op::Rhs: Send + Sync, // imagebert patch 7: the scalar goes to the rayon threads
+{
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
-    unsafe { binary_scalar_slice_inplace::<T, Out, Op>(slice, elem, PhantomData) };
+    // imagebert patch 7: in blocks on the rayon threads.
+    let buf_ptr = BlockPtr::new(slice.as_mut_ptr());
+    for_each_block(slice.len(), |start, end| {
+        // SAFETY: disjoint blocks of the buffer; the caller's size and alignment guarantee holds
+        // for every block.
+        unsafe {
+            binary_scalar_slice_inplace::<T, Out, Op>(
+                buf_ptr.slice_mut(start, end),
+                elem,
+                PhantomData,
+            )
+        }
+    });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
     let out = unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buffer) };
     out.into_shared()
@@ -307,11 +327,19 @@ fn binary_scalar_simd_owned<
 >(
     input: SharedArray<T>,
     elem: Op::Rhs,
-) -> SharedArray<Out> {
+) -> SharedArray<Out> where
+    Op::Rhs: Send + Sync, // imagebert patch 7: the scalar goes to the rayon threads
+{
     let mut out = uninit_array_like(&input);
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
-    binary_scalar_slice::<T, Out, Op>(input, out_slice, elem, PhantomData);
+    // imagebert patch 7: in blocks on the rayon threads.
+    let (in_ptr, out_ptr) = (BlockPtr::new(input.as_ptr()), BlockPtr::new(out_slice.as_mut_ptr()));
+    for_each_block(out_slice.len(), |start, end| {
+        // SAFETY: disjoint blocks of two equally long, distinct buffers.
+        let (input, out) = unsafe { (in_ptr.slice(start, end), out_ptr.slice_mut(start, end)) };
+        binary_scalar_slice::<T, Out, Op>(input, out, elem, PhantomData);
+    });
     out.into_shared()
 }
 

@@ -8,7 +8,10 @@ use ndarray::ArrayD;
 use num_traits::Signed;
 use seq_macro::seq;
 
-use crate::{NdArrayElement, SharedArray};
+use crate::{
+    NdArrayElement, SharedArray,
+    parallel::{BlockPtr, for_each_block},
+};
 
 use super::should_use_simd;
 
@@ -115,8 +118,13 @@ unsafe fn unary_scalar_simd_inplace<
 ) -> SharedArray<Out> {
     let mut buffer = input.into_owned();
     let slice = buffer.as_slice_memory_order_mut().unwrap();
-    // This is only called when in and out have the same size, so it's safe
-    unsafe { unary_slice_inplace::<T, Out, Op>(slice, PhantomData) };
+    // imagebert patch 7: in blocks on the rayon threads.
+    let buf_ptr = BlockPtr::new(slice.as_mut_ptr());
+    for_each_block(slice.len(), |start, end| {
+        // This is only called when in and out have the same size, so it's safe; blocks are
+        // disjoint.
+        unsafe { unary_slice_inplace::<T, Out, Op>(buf_ptr.slice_mut(start, end), PhantomData) };
+    });
     // Buffer has the same elem size and is filled with the operation output, so this is safe
     let out = unsafe { core::mem::transmute::<ArrayD<T>, ArrayD<Out>>(buffer) };
     out.into_shared()
@@ -132,7 +140,13 @@ fn unary_scalar_simd_owned<
     let mut out = unsafe { ArrayD::uninit(input.shape()).assume_init() };
     let input = input.as_slice_memory_order().unwrap();
     let out_slice = out.as_slice_memory_order_mut().unwrap();
-    unary_slice::<T, Out, Op>(input, out_slice, PhantomData);
+    // imagebert patch 7: in blocks on the rayon threads.
+    let (in_ptr, out_ptr) = (BlockPtr::new(input.as_ptr()), BlockPtr::new(out_slice.as_mut_ptr()));
+    for_each_block(out_slice.len(), |start, end| {
+        // SAFETY: disjoint blocks of two equally long, distinct buffers.
+        let (input, out) = unsafe { (in_ptr.slice(start, end), out_ptr.slice_mut(start, end)) };
+        unary_slice::<T, Out, Op>(input, out, PhantomData);
+    });
     out.into_shared()
 }
 
