@@ -262,12 +262,14 @@ fn loss_ends(log: &[FinetuneLog], n: usize) -> (f32, f32) {
 #[test]
 fn all_three_losses_train() {
     let json = subset("six.json", 6, 1);
+    // 3e-4: at 1e-3 Adam's steps made the end of the binary loss depend on float rounding
+    // (two GEMMs whose losses agree to 1e-7 for 15 steps ended at 0.26 and 0.44).
     for loss in ["binary", "softmax", "triplet"] {
         let name = format!("loss-{loss}");
         let config = finetune_config(
             &name,
             &json,
-            "steps = 40\nbatch_size = 6\nlearning_rate = 1e-3\ncheckpoint_every = 40",
+            "steps = 40\nbatch_size = 6\nlearning_rate = 3e-4\ncheckpoint_every = 40",
             &format!("loss = \"{loss}\"\ngroup_size = 2\n"),
         );
         finetune::<Train>(&config, &backend::default_device()).unwrap();
