@@ -262,3 +262,97 @@ fn large_elementwise_operations_split_across_threads_match_one_element_at_a_time
         "mul, broadcast row first",
     );
 }
+
+#[test]
+fn matmul_matches_float64_over_edge_shapes_and_layouts() {
+    let device = Default::default();
+    let sizes = [1usize, 2, 7, 33, 130];
+    let mut seed = 17u64;
+    let mut next = || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    for &m in &sizes {
+        for &k in &sizes {
+            for &n in &sizes {
+                let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
+                let b: Vec<f32> = (0..k * n).map(|_| next()).collect();
+                let want = reference_matmul(&a, &b, 1, m, k, n);
+                for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                    let operand = |v: &[f32], rows: usize, cols: usize, t: bool| {
+                        if t {
+                            let stored = Tensor::<Compute, 2>::from_data(
+                                TensorData::new(v.to_vec(), [rows, cols]),
+                                &device,
+                            )
+                            .transpose()
+                            .into_data()
+                            .to_vec::<f32>()
+                            .unwrap();
+                            Tensor::<Compute, 2>::from_data(
+                                TensorData::new(stored, [cols, rows]),
+                                &device,
+                            )
+                            .transpose()
+                        } else {
+                            Tensor::<Compute, 2>::from_data(
+                                TensorData::new(v.to_vec(), [rows, cols]),
+                                &device,
+                            )
+                        }
+                    };
+                    let got = values(operand(&a, m, k, ta).matmul(operand(&b, k, n, tb)));
+                    assert_close(&got, &want, &format!("{m}x{k}x{n} transposed {ta}/{tb}"));
+                }
+                // A row broadcast over a batch of 3 (as `expand` leaves it: stride 0).
+                let lhs =
+                    Tensor::<Compute, 2>::from_data(TensorData::new(a.clone(), [m, k]), &device)
+                        .unsqueeze::<3>()
+                        .expand([3, m, k]);
+                let rhs =
+                    Tensor::<Compute, 2>::from_data(TensorData::new(b.clone(), [k, n]), &device)
+                        .unsqueeze::<3>();
+                let got = values(lhs.matmul(rhs));
+                let want3: Vec<f64> = want.iter().cycle().take(3 * m * n).copied().collect();
+                assert_close(&got, &want3, &format!("{m}x{k}x{n} expanded batch"));
+                // Operands expanded inside the matrix (strides 0), as the gradient of a mean is:
+                // a row repeated m times times a column repeated n times.
+                let row = Tensor::<Compute, 2>::from_data(
+                    TensorData::new(a[..k].to_vec(), [1, k]),
+                    &device,
+                )
+                .expand([m, k]);
+                let col = Tensor::<Compute, 2>::from_data(
+                    TensorData::new(b[..k].to_vec(), [k, 1]),
+                    &device,
+                )
+                .expand([k, n]);
+                let dot: f64 = (0..k).map(|t| f64::from(a[t]) * f64::from(b[t])).sum();
+                assert_close(
+                    &values(row.clone().matmul(col)),
+                    &vec![dot; m * n],
+                    &format!("{m}x{k}x{n} expanded rows and columns"),
+                );
+                let scalar =
+                    Tensor::<Compute, 2>::from_data(TensorData::new(vec![a[0]], [1, 1]), &device)
+                        .expand([m, k]);
+                let rhs =
+                    Tensor::<Compute, 2>::from_data(TensorData::new(b.clone(), [k, n]), &device);
+                let want_scalar: Vec<f64> = (0..m * n)
+                    .map(|i| {
+                        (0..k)
+                            .map(|t| f64::from(a[0]) * f64::from(b[t * n + i % n]))
+                            .sum()
+                    })
+                    .collect();
+                assert_close(
+                    &values(scalar.matmul(rhs)),
+                    &want_scalar,
+                    &format!("{m}x{k}x{n} expanded scalar"),
+                );
+            }
+        }
+    }
+}

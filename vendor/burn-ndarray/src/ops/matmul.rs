@@ -48,13 +48,15 @@ pub(crate) fn matmul<E: NdArrayElement>(
                     .get()
                     .slice_mut(s!(out_batch, .., ..));
 
-                ndarray::linalg::general_mat_mul(
-                    alpha,
-                    &lhs_slice,
-                    &rhs_slice,
-                    beta,
-                    &mut out_slice,
-                )
+                if !float_gemm(&lhs_slice, &rhs_slice, &mut out_slice) {
+                    ndarray::linalg::general_mat_mul(
+                        alpha,
+                        &lhs_slice,
+                        &rhs_slice,
+                        beta,
+                        &mut out_slice,
+                    )
+                }
             }
         });
 
@@ -62,6 +64,52 @@ pub(crate) fn matmul<E: NdArrayElement>(
     });
 
     NdArrayOps::reshape(out, out_shape)
+}
+
+/// imagebert patch 8: `out = lhs · rhs` through the `gemm` crate when `E` is `f32` or `f64`
+/// (it picks AVX-512 kernels at run time where the CPU has them; matrixmultiply, behind ndarray's
+/// `general_mat_mul`, stops at AVX2), on the rayon threads with `multi-threads`. Returns `false`,
+/// computing nothing, for other element types.
+fn float_gemm<E: 'static>(
+    lhs: &ndarray::ArrayView2<'_, E>,
+    rhs: &ndarray::ArrayView2<'_, E>,
+    out: &mut ndarray::ArrayViewMut2<'_, E>,
+) -> bool {
+    use core::any::TypeId;
+    if TypeId::of::<E>() != TypeId::of::<f32>() && TypeId::of::<E>() != TypeId::of::<f64>() {
+        return false;
+    }
+    let (m, k) = lhs.dim();
+    let n = rhs.dim().1;
+    #[cfg(feature = "multi-threads")]
+    let parallelism = gemm::Parallelism::Rayon(0);
+    #[cfg(not(feature = "multi-threads"))]
+    let parallelism = gemm::Parallelism::None;
+    let (lhs_strides, rhs_strides, out_strides) = (lhs.strides(), rhs.strides(), out.strides());
+    let (out_rs, out_cs) = (out_strides[0], out_strides[1]);
+    let out_ptr = out.as_mut_ptr();
+    // SAFETY: the three views are valid for their shapes and strides; `E` is f32 or f64 (checked
+    // above), whose zero and one are `0.0` and `1.0`; with `read_dst` false, `out` is only written.
+    unsafe {
+        if TypeId::of::<E>() == TypeId::of::<f32>() {
+            gemm::gemm::<f32>(
+                m, n, k,
+                out_ptr as *mut f32, out_cs, out_rs, false,
+                lhs.as_ptr() as *const f32, lhs_strides[1], lhs_strides[0],
+                rhs.as_ptr() as *const f32, rhs_strides[1], rhs_strides[0],
+                0.0, 1.0, false, false, false, parallelism,
+            );
+        } else {
+            gemm::gemm::<f64>(
+                m, n, k,
+                out_ptr as *mut f64, out_cs, out_rs, false,
+                lhs.as_ptr() as *const f64, lhs_strides[1], lhs_strides[0],
+                rhs.as_ptr() as *const f64, rhs_strides[1], rhs_strides[0],
+                0.0, 1.0, false, false, false, parallelism,
+            );
+        }
+    }
+    true
 }
 
 /// imagebert patch 5: the matrix of `array` (its last two dimensions) at the batch position
