@@ -221,6 +221,14 @@ fn large_elementwise_operations_split_across_threads_match_one_element_at_a_time
         check(values(keep), &|i| xs[i], "the shared input, unchanged");
     }
 
+    // A reversed view (negative strides) of a shared buffer.
+    let keep = x();
+    check(
+        values(keep.clone().flip([0]).exp()),
+        &|i| xs[len - 1 - i].exp(),
+        "exp of a reversed, shared tensor",
+    );
+
     // Operands in different layouts, and a row broadcast over a matrix (a bias).
     let (rows, cols) = (311, 307);
     let matrix = |v: &[f32]| {
