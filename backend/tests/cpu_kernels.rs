@@ -111,6 +111,20 @@ fn assert_close(got: &[f32], want: &[f64], what: &str) {
     }
 }
 
+/// The row-major `[rows, cols]` matrix `v` as a tensor whose memory holds its transpose (the
+/// layout a backward pass hands matmul).
+fn stored_transposed(v: &[f32], rows: usize, cols: usize) -> Tensor<Compute, 2> {
+    let device = Default::default();
+    let matrix = |data: Vec<f32>, shape: [usize; 2]| {
+        Tensor::<Compute, 2>::from_data(TensorData::new(data, shape), &device)
+    };
+    matrix(
+        values(matrix(v.to_vec(), [rows, cols]).transpose()),
+        [cols, rows],
+    )
+    .transpose()
+}
+
 #[test]
 fn matmul_reads_transposed_and_permuted_operands_correctly() {
     let device = Default::default();
@@ -135,41 +149,20 @@ fn matmul_reads_transposed_and_permuted_operands_correctly() {
     assert_close(&values(a4.clone().matmul(b4.clone())), &want, "contiguous");
 
     // The same matrices stored transposed, as the backward pass hands them over.
-    let a_stored_t = a4
-        .clone()
-        .swap_dims(2, 3)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let b_stored_t = b4
-        .clone()
-        .swap_dims(2, 3)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+    let a_stored_t = values(a4.clone().swap_dims(2, 3));
+    let b_stored_t = values(b4.clone().swap_dims(2, 3));
     let a_t = tensor(&a_stored_t, [batch, heads, k, m]).swap_dims(2, 3);
     let b_t = tensor(&b_stored_t, [batch, heads, n, k]).swap_dims(2, 3);
     assert_close(&values(a_t.matmul(b_t)), &want, "transposed operands");
 
     // Heads stored before the batch: batch dimensions that cannot merge into one stride.
-    let a_heads_first = a4
-        .clone()
-        .swap_dims(0, 1)
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+    let a_heads_first = values(a4.clone().swap_dims(0, 1));
     let a_p = tensor(&a_heads_first, [heads, batch, m, k]).swap_dims(0, 1);
     assert_close(&values(a_p.matmul(b4.clone())), &want, "permuted batch");
 
-    // 2-d: a transposed weight broadcast against a batch, as Linear's backward pass uses it.
+    // 2-d: a transposed weight, as Linear's backward pass uses it.
     let w = ramp(k * n, 0.021);
-    let w_stored_t = Tensor::<Compute, 2>::from_data(TensorData::new(w.clone(), [k, n]), &device)
-        .transpose()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
-    let w_t =
-        Tensor::<Compute, 2>::from_data(TensorData::new(w_stored_t, [n, k]), &device).transpose();
+    let w_t = stored_transposed(&w, k, n);
     let rows = Tensor::<Compute, 2>::from_data(
         TensorData::new(a.clone(), [batch * heads * m, k]),
         &device,
@@ -291,19 +284,7 @@ fn matmul_matches_float64_over_edge_shapes_and_layouts() {
                 for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
                     let operand = |v: &[f32], rows: usize, cols: usize, t: bool| {
                         if t {
-                            let stored = Tensor::<Compute, 2>::from_data(
-                                TensorData::new(v.to_vec(), [rows, cols]),
-                                &device,
-                            )
-                            .transpose()
-                            .into_data()
-                            .to_vec::<f32>()
-                            .unwrap();
-                            Tensor::<Compute, 2>::from_data(
-                                TensorData::new(stored, [cols, rows]),
-                                &device,
-                            )
-                            .transpose()
+                            stored_transposed(v, rows, cols)
                         } else {
                             Tensor::<Compute, 2>::from_data(
                                 TensorData::new(v.to_vec(), [rows, cols]),
