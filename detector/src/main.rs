@@ -142,10 +142,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: a step's large tensors are reused instead of faulted in again.
+    let malloc = malloc_tuning::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?malloc, "malloc tuning");
     match Cli::parse().command {
         Command::Extract { extract, model } => match model.load() {
             Ok(mut detector) => run_extract(&extract, detector.as_mut()),

@@ -122,10 +122,13 @@ fn finished<L: trainer::training::LogLine>(
 }
 
 fn main() -> ExitCode {
+    // Before any thread starts: a step's large tensors are reused instead of faulted in again.
+    let malloc = malloc_tuning::keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
+    tracing::debug!(?malloc, "malloc tuning");
     match Cli::parse().command {
         Command::Doctor(args) => backend::doctor(&args),
         Command::Run { config } => finished(run(&config)),
