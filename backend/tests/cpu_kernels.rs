@@ -1,5 +1,5 @@
 //! The CPU backend's patched kernels (vendor/burn-ndarray, vendor/README.md): the one-pass GELU
-//! and its gradient, dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
+//! and its gradient, the vectorized float32 `exp` and GELU against float64, dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
 //! transposed and permuted operands in place. On the CUDA build
 //! these run Burn's own kernels, so the checks hold there too.
 
@@ -344,4 +344,76 @@ fn matmul_matches_float64_over_edge_shapes_and_layouts() {
             }
         }
     }
+}
+
+/// `x Φ(x)` and its derivative in float64, Φ through libm's `erf`.
+fn gelu_f64(x: f64) -> (f64, f64) {
+    let cdf = 0.5 * (1.0 + libm::erf(x * std::f64::consts::FRAC_1_SQRT_2));
+    let density = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (x * cdf, cdf + x * density)
+}
+
+#[test]
+fn exp_and_gelu_match_float64_over_the_float32_range() {
+    let device = Default::default();
+    // exp: every result from the smallest subnormal to the largest float, dense enough to cross
+    // each rounding case of the range reduction; then the special inputs.
+    let count = 400_000;
+    let mut xs: Vec<f32> = (0..count)
+        .map(|i| -104.0 + 192.7 * i as f32 / (count - 1) as f32)
+        .collect();
+    xs.extend([f32::NEG_INFINITY, -200.0, -0.0, 1e-30, 100.0, f32::INFINITY]);
+    let got = values(
+        Tensor::<Compute, 1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &device).exp(),
+    );
+    for (&x, &g) in xs.iter().zip(&got) {
+        let want = f64::from(x).exp();
+        let error = (f64::from(g) - want).abs();
+        // Two ulp for normal results; subnormals have a fixed spacing of 2^-149.
+        let bound = (2.0 * f64::from(f32::EPSILON) * want).max(2f64.powi(-149));
+        assert!(
+            error <= bound || (want > f64::from(f32::MAX) && g == f32::INFINITY),
+            "exp({x}) = {g}, expected {want}"
+        );
+    }
+    let nan = values(
+        Tensor::<Compute, 1>::from_data(TensorData::new(vec![f32::NAN; 40_000], [40_000]), &device)
+            .exp(),
+    );
+    assert!(nan.iter().all(|v| v.is_nan()), "exp(NaN) must stay NaN");
+
+    // GELU and its gradient on [-10, 10]. Φ comes from a rational erfc with absolute error
+    // below 1.5e-7, so the error may grow with |x|; float32 arithmetic adds a few ulp.
+    let xs: Vec<f32> = (0..count)
+        .map(|i| -10.0 + 20.0 * i as f32 / (count - 1) as f32)
+        .collect();
+    let x =
+        Tensor::<Train, 1>::from_data(TensorData::new(xs.clone(), [count]), &device).require_grad();
+    let y = gelu(x.clone());
+    let forward = values(y.clone());
+    let gradient = values(x.grad(&y.sum().backward()).unwrap());
+    let (mut worst_value, mut worst_slope) = (0f64, 0f64);
+    for (i, &x) in xs.iter().enumerate() {
+        let (value, slope) = gelu_f64(f64::from(x));
+        let bound = |exact: f64| {
+            1.5e-7 * (1.0 + f64::from(x.abs())) + 4.0 * f64::from(f32::EPSILON) * exact.abs()
+        };
+        let (value_error, slope_error) = (
+            (f64::from(forward[i]) - value).abs(),
+            (f64::from(gradient[i]) - slope).abs(),
+        );
+        worst_value = worst_value.max(value_error / bound(value));
+        worst_slope = worst_slope.max(slope_error / bound(slope));
+        assert!(
+            value_error <= bound(value),
+            "gelu({x}) = {}, expected {value}",
+            forward[i]
+        );
+        assert!(
+            slope_error <= bound(slope),
+            "gelu'({x}) = {}, expected {slope}",
+            gradient[i]
+        );
+    }
+    eprintln!("worst error / bound: gelu {worst_value:.3}, gelu' {worst_slope:.3}");
 }

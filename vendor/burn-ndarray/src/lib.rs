@@ -13,6 +13,7 @@ extern crate blas_src;
 
 mod backend;
 mod element;
+mod fast_math;
 mod ops;
 mod parallel;
 mod rand;

@@ -5,39 +5,25 @@ use crate::{
     ops::NdArrayMathOps,
 };
 use burn_backend::{ElementConversion, TensorMetadata, ops::ActivationOps, tensor::FloatTensor};
-use libm::erf;
+use crate::fast_math::FastMath;
+use crate::parallel::map_elements;
 
 // imagebert patch: GELU and its gradient as one pass each over the tensor, on the rayon threads
 // (upstream: five single-threaded passes forward; eleven backward, with the derivative of the
-// tanh approximation rather than of the erf GELU the forward computes).
-
-/// The exact (erf) GELU: `x Φ(x)`.
-fn gelu_value(x: f64) -> f64 {
-    0.5 * x * (1.0 + erf(x * core::f64::consts::FRAC_1_SQRT_2))
-}
-
-/// Its derivative: `Φ(x) + x φ(x)`.
-fn gelu_derivative(x: f64) -> f64 {
-    const FRAC_1_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
-    0.5 * (1.0 + erf(x * core::f64::consts::FRAC_1_SQRT_2))
-        + x * FRAC_1_SQRT_2PI * (-0.5 * x * x).exp()
-}
-
-/// `f` over every element, in place when `array` is not shared.
-fn map_elements<E: FloatNdArrayElement>(array: SharedArray<E>, f: fn(f64) -> f64) -> SharedArray<E> {
-    let mut owned = array.into_owned();
-    #[cfg(feature = "multi-threads")]
-    owned.par_mapv_inplace(|a| f(a.to_f64()).elem());
-    #[cfg(not(feature = "multi-threads"))]
-    owned.mapv_inplace(|a| f(a.to_f64()).elem());
-    owned.into_shared()
-}
+// tanh approximation rather than of the erf GELU the forward computes). Patch 9: the element
+// functions vectorize (`fast_math`).
 
 /// `grad × gelu'(x)`, in place of `grad` when it is not shared.
-fn scale_by_derivative<E: FloatNdArrayElement>(x: SharedArray<E>, grad: SharedArray<E>) -> SharedArray<E> {
+fn scale_by_derivative<E: FastMath + Send + Sync>(
+    x: SharedArray<E>,
+    grad: SharedArray<E>,
+) -> SharedArray<E>
+where
+    E: core::ops::Mul<Output = E>,
+{
     let mut owned = grad.into_owned();
     let zip = ndarray::Zip::from(&mut owned).and(&x);
-    let update = |g: &mut E, &x: &E| *g = (g.to_f64() * gelu_derivative(x.to_f64())).elem();
+    let update = |g: &mut E, &x: &E| *g = *g * x.gelu_derivative();
     #[cfg(feature = "multi-threads")]
     zip.par_for_each(update);
     #[cfg(not(feature = "multi-threads"))]
@@ -56,7 +42,9 @@ where
     }
 
     fn gelu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
-        execute_with_float_dtype!(tensor, |array| map_elements(array, gelu_value))
+        execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
+            map_elements(array, |a: FloatElem| a.gelu())
+        })
     }
 
     fn gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {

@@ -22,6 +22,7 @@ use crate::{
 use crate::{execute_with_float_dtype, ops::grid_sample::grid_sample_2d};
 
 // Workspace crates
+use crate::fast_math::FastMath;
 use crate::parallel::map_elements;
 use crate::rand::get_seeded_rng;
 use burn_backend::{Distribution, FloatDType, Scalar};
@@ -526,7 +527,7 @@ where
 
     fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
-            map_elements(array, |a: FloatElem| a.exp_elem())
+            map_elements(array, |a: FloatElem| a.fast_exp())
         })
     }
 
