@@ -1,5 +1,6 @@
 //! The CPU backend's patched kernels (vendor/burn-ndarray, vendor/README.md): the one-pass GELU
-//! and its gradient, the vectorized float32 `exp` and GELU against float64, dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
+//! and its gradient, the vectorized float32 `exp` and GELU against float64, reductions along
+//! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
 //! transposed and permuted operands in place. On the CUDA build
 //! these run Burn's own kernels, so the checks hold there too.
 
@@ -416,4 +417,72 @@ fn exp_and_gelu_match_float64_over_the_float32_range() {
         );
     }
     eprintln!("worst error / bound: gelu {worst_value:.3}, gelu' {worst_slope:.3}");
+}
+
+#[test]
+fn large_reductions_along_any_axis_match_float64() {
+    let device = Default::default();
+    // Above the parallel threshold; lanes of odd lengths.
+    let shape = [7, 53, 301];
+    let len: usize = shape.iter().product();
+    let xs: Vec<f32> = (0..len)
+        .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 101.0)
+        .collect();
+    let at = |i: usize, j: usize, k: usize| xs[(i * shape[1] + j) * shape[2] + k];
+    let tensor = Tensor::<Compute, 3>::from_data(TensorData::new(xs.clone(), shape), &device);
+    // Along each axis of the stored tensor, and along the last axis of a permuted view (whose
+    // smallest stride is then another axis).
+    let views = [
+        (tensor.clone(), [0, 1, 2]),
+        (tensor.clone().permute([2, 0, 1]), [2, 0, 1]),
+    ];
+    for (view, order) in views {
+        for dim in 0..3 {
+            let axis = order[dim];
+            let mut out_shape = view.dims();
+            out_shape[dim] = 1;
+            let (sum, mean, max) = (
+                view.clone().sum_dim(dim),
+                view.clone().mean_dim(dim),
+                view.clone().max_dim(dim),
+            );
+            assert_eq!(sum.dims(), out_shape, "sum_dim({dim}) keeps the axis");
+            let (sum, mean, max) = (values(sum), values(mean), values(max));
+            // Output element o of the view: its coordinates in the stored tensor with `axis`
+            // free, visited in the view's order.
+            let other: Vec<usize> = order.iter().copied().filter(|&a| a != axis).collect();
+            let mut o = 0;
+            for p in 0..shape[other[0]] {
+                for q in 0..shape[other[1]] {
+                    let lane: Vec<f32> = (0..shape[axis])
+                        .map(|r| {
+                            let mut index = [0; 3];
+                            index[other[0]] = p;
+                            index[other[1]] = q;
+                            index[axis] = r;
+                            at(index[0], index[1], index[2])
+                        })
+                        .collect();
+                    let exact: f64 = lane.iter().map(|&v| f64::from(v)).sum();
+                    let scale: f64 = lane.iter().map(|&v| f64::from(v.abs())).sum();
+                    let what = format!("order {order:?}, dim {dim}, lane {o}");
+                    assert!(
+                        (f64::from(sum[o]) - exact).abs() <= 1e-6 * scale,
+                        "sum {what}: {} vs {exact}",
+                        sum[o]
+                    );
+                    let count = lane.len() as f64;
+                    assert!(
+                        (f64::from(mean[o]) - exact / count).abs() <= 1e-6 * scale / count,
+                        "mean {what}: {} vs {}",
+                        mean[o],
+                        exact / count
+                    );
+                    let largest = lane.iter().copied().fold(f32::MIN, f32::max);
+                    assert_eq!(max[o], largest, "max {what}");
+                    o += 1;
+                }
+            }
+        }
+    }
 }

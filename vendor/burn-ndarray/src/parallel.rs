@@ -212,3 +212,25 @@ pub(crate) fn zip_map_large<E: Copy + Send + Sync>(
         None
     }
 }
+
+/// imagebert patch 10: `f` over every lane of `array` along `dim` (keeping `dim` with length 1):
+/// on the rayon threads when the array is large, one lane per task group; each lane is reduced by
+/// the same code either way, so results do not depend on the split.
+pub(crate) fn reduce_lanes<E: Copy + Send + Sync>(
+    array: &crate::SharedArray<E>,
+    dim: usize,
+    f: impl Fn(ndarray::ArrayView1<'_, E>) -> E + Send + Sync,
+) -> crate::SharedArray<E> {
+    let lanes = ndarray::Zip::from(array.lanes(ndarray::Axis(dim)));
+    #[cfg(feature = "multi-threads")]
+    let reduced = if array.len() >= PARALLEL_MIN_ELEMENTS {
+        lanes.par_map_collect(f)
+    } else {
+        lanes.map_collect(f)
+    };
+    #[cfg(not(feature = "multi-threads"))]
+    let reduced = lanes.map_collect(f);
+    // The lanes' output may be laid out in any order (it follows the input's), so the reduced
+    // axis is put back as a new axis of length 1 rather than by a reshape.
+    reduced.insert_axis(ndarray::Axis(dim)).into_shared()
+}

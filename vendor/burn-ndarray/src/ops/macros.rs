@@ -40,11 +40,37 @@ use ndarray::{Axis, Zip};
 
 use crate::{SharedArray, element::NdArrayElement};
 
+// imagebert patch 10: a reduction along the axis of smallest stride (the usual case: the last
+// axis) runs lane by lane on the rayon threads; ndarray's `sum_axis` sums exactly those lanes
+// with `sum()` on one thread, so the values are the same bits. Other axes keep ndarray's code.
+
+/// Whether `dim` is the axis ndarray's `sum_axis` reduces lane by lane: the one of smallest
+/// absolute stride, the last such axis on a tie (ndarray's `min_stride_axis`).
+fn lanes_along<E>(tensor: &SharedArray<E>, dim: usize) -> bool {
+    let axis = match tensor.ndim() {
+        1 => Axis(0),
+        _ => tensor
+            .axes()
+            .rev()
+            .min_by_key(|axis| axis.stride.abs())
+            .map(|axis| axis.axis)
+            .expect("at least one axis"),
+    };
+    axis == Axis(dim)
+}
+
 pub(crate) fn mean_dim<E: NdArrayElement>(tensor: SharedArray<E>, dim: usize) -> SharedArray<E> {
+    if lanes_along(&tensor, dim) {
+        let count = E::from_usize(tensor.shape()[dim]).expect("lane length fits the element type");
+        return crate::parallel::reduce_lanes(&tensor, dim, |lane| lane.sum() / count);
+    }
     tensor.mean_axis(Axis(dim)).unwrap().into_shared()
 }
 
 pub(crate) fn sum_dim<E: NdArrayElement>(tensor: SharedArray<E>, dim: usize) -> SharedArray<E> {
+    if lanes_along(&tensor, dim) {
+        return crate::parallel::reduce_lanes(&tensor, dim, |lane| lane.sum());
+    }
     tensor.sum_axis(Axis(dim)).into_shared()
 }
 

@@ -557,6 +557,17 @@ where
         })
     }
 
+    // imagebert patch 10: one pass per lane on the rayon threads (upstream: Burn's default, an
+    // argmax on one thread and then a gather). The same comparison as argmax's, so the same value.
+    fn float_max_dim(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
+            crate::parallel::reduce_lanes(&array, dim, |lane| {
+                lane.iter()
+                    .fold(lane[0], |max, &e| if e > max { e } else { max })
+            })
+        })
+    }
+
     fn float_min(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         // Use view() for zero-copy on borrowed storage
         execute_with_float_dtype!(tensor, FloatElem, |array: SharedArray<FloatElem>| {
