@@ -36,6 +36,29 @@ pub fn default_device() -> Device<Compute> {
     Default::default()
 }
 
+/// Runs `work` on a worker of a dedicated rayon pool (one thread per core, or `RAYON_NUM_THREADS`)
+/// and returns its result. The CPU backend splits large operations over the current rayon pool;
+/// called from the main thread, each split hands the work to the global pool and sleeps until
+/// it is done. Issued from a pool worker instead, the issuing thread computes its share and
+/// no wake-up round trip is paid per operation. Threads started inside `work` (data readers,
+/// collectives) use the global pool, so blocking this worker on them cannot starve them.
+/// Runs `work` on the calling thread when the pool cannot be built.
+pub fn on_compute_threads<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    // The issuing thread drops long autodiff graphs; give it the stack the main thread has.
+    const STACK_BYTES: usize = 64 << 20;
+    match rayon::ThreadPoolBuilder::new()
+        .thread_name(|index| format!("compute-{index}"))
+        .stack_size(STACK_BYTES)
+        .build()
+    {
+        Ok(pool) => pool.install(work),
+        Err(error) => {
+            tracing::warn!(%error, "no compute thread pool; running on the calling thread");
+            work()
+        }
+    }
+}
+
 /// The outcome of [`self_check`].
 #[derive(Debug, Clone)]
 pub struct SelfCheck {

@@ -129,7 +129,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tracing::debug!(?malloc, "malloc tuning");
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // Burn's operations are issued from a compute-pool worker, which joins their parallel work.
+    backend::on_compute_threads(move || match command {
         Command::Doctor(args) => backend::doctor(&args),
         Command::Run { config } => finished(run(&config)),
         Command::Finetune { config } => finished(
@@ -188,5 +190,5 @@ fn main() -> ExitCode {
                 Err(error) => failed(error),
             }
         }
-    }
+    })
 }
