@@ -44,7 +44,8 @@ pub fn default_device() -> Device<Compute> {
 /// collectives) use the global pool, so blocking this worker on them cannot starve them.
 /// Runs `work` on the calling thread when the pool cannot be built.
 pub fn on_compute_threads<T: Send>(work: impl FnOnce() -> T + Send) -> T {
-    // The issuing thread drops long autodiff graphs; give it the stack the main thread has.
+    // The issuing thread drops long autodiff graphs: give it more than the main thread's 8 MiB
+    // (address space only; pages are touched as used).
     const STACK_BYTES: usize = 64 << 20;
     match rayon::ThreadPoolBuilder::new()
         .thread_name(|index| format!("compute-{index}"))

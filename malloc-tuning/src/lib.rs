@@ -5,7 +5,8 @@
 //! and unmapped each time, and the top of the heap is trimmed back to the kernel, so every step
 //! faults its memory in again and reads it cold. [`keep_freed_memory`] keeps that memory in the
 //! process instead. Measured on the `mini` pre-training step (2-core CPU, `trainer bench`, see
-//! `docs/gpu.md`): about 15% more samples per second, with the same peak memory.
+//! `docs/gpu.md`): 2% to 28% more samples per second over three alternating runs on a noisy
+//! machine, with the same peak memory.
 //!
 //! The same settings can be given without this crate through the environment:
 //! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=268435456`.
