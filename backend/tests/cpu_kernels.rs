@@ -1,8 +1,8 @@
 //! The CPU backend's patched kernels (vendor/burn-ndarray, vendor/README.md): the one-pass GELU
 //! and its gradient, the vectorized float32 `exp` and GELU against float64, reductions along
-//! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in parallel blocks, and matmul reading
-//! transposed and permuted operands in place. On the CUDA build
-//! these run Burn's own kernels, so the checks hold there too.
+//! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in
+//! parallel blocks, and matmul reading transposed and permuted operands in place. On the CUDA
+//! build these run Burn's own kernels, so the checks hold there too.
 
 use backend::{Compute, Train};
 use burn::tensor::activation::gelu;
