@@ -47,16 +47,11 @@ use crate::{SharedArray, element::NdArrayElement};
 /// Whether `dim` is the axis ndarray's `sum_axis` reduces lane by lane: the one of smallest
 /// absolute stride, the last such axis on a tie (ndarray's `min_stride_axis`).
 fn lanes_along<E>(tensor: &SharedArray<E>, dim: usize) -> bool {
-    let axis = match tensor.ndim() {
-        1 => Axis(0),
-        _ => tensor
-            .axes()
-            .rev()
-            .min_by_key(|axis| axis.stride.abs())
-            .map(|axis| axis.axis)
-            .expect("at least one axis"),
-    };
-    axis == Axis(dim)
+    tensor
+        .axes()
+        .rev()
+        .min_by_key(|axis| axis.stride.abs())
+        .is_some_and(|axis| axis.axis == Axis(dim))
 }
 
 pub(crate) fn mean_dim<E: NdArrayElement>(tensor: SharedArray<E>, dim: usize) -> SharedArray<E> {
