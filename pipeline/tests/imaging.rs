@@ -4,8 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use pipeline::imaging::{
-    ImageConfig, ImageReject, SCALED_DECODE_MAX_BYTES_PER_PIXEL, SourceFormat, bench, fit, hamming,
-    phash, process, sha256_hex,
+    ImageConfig, ImageReject, SourceFormat, bench, fit, hamming, phash, process, sha256_hex,
 };
 
 fn photo_dirs() -> [PathBuf; 2] {
@@ -462,7 +461,7 @@ fn cmyk_and_progressive_jpegs_decode() {
         let [r, g, b] = done.rgb.get_pixel(10, 10).0;
         assert!(r > 240 && g < 15 && b < 15, "{color:?}: {r} {g} {b}");
     }
-    // Progressive, small (zune-jpeg) and large and sparse (jpeg-decoder, scaled).
+    // Progressive, decoded in full (640x427) and at half scale (1100x800).
     for (w, h) in [(640u16, 427u16), (1100, 800)] {
         let rgb = image::RgbImage::from_fn(u32::from(w), u32::from(h), |x, y| {
             image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
@@ -483,6 +482,49 @@ fn cmyk_and_progressive_jpegs_decode() {
         let truncated = &bytes[..bytes.len() * 2 / 3];
         assert_eq!(reject(truncated, None, &config).code(), "undecodable");
     }
+}
+
+#[test]
+fn jpegs_with_stray_bytes_before_a_marker_still_decode() {
+    // "Corrupt JPEG data: extraneous bytes before marker" is a warning for libjpeg-turbo, and
+    // browsers show such files. Garbage goes just before the end-of-image marker.
+    let rgb = image::RgbImage::from_fn(640, 427, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let clean = jpeg_bytes(&rgb, 85);
+    let mut flawed = clean[..clean.len() - 2].to_vec();
+    flawed.extend_from_slice(&[0x12, 0x34, 0x56, 0xFF, 0xD9]);
+    let config = ImageConfig::default();
+    let done = process(&flawed, None, &config).unwrap();
+    let reference = process(&clean, None, &config).unwrap();
+    assert_eq!((done.width, done.height), (512, 342));
+    assert!(hamming(done.phash, reference.phash) <= 2);
+}
+
+#[test]
+fn progressive_jpegs_with_too_many_scans_are_refused() {
+    // A hostile progressive JPEG repeats a scan to make decoding slow; over 500 scans is refused.
+    let rgb = image::RgbImage::from_fn(640, 427, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    });
+    let mut bytes = Vec::new();
+    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 85);
+    encoder.set_progressive(true);
+    encoder
+        .encode(rgb.as_raw(), 640, 427, jpeg_encoder::ColorType::Rgb)
+        .unwrap();
+    let config = ImageConfig::default();
+    assert!(process(&bytes, None, &config).is_ok());
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]).unwrap();
+    let end = bytes.len() - 2;
+    let mut hostile = bytes[..end].to_vec();
+    for _ in 0..600 {
+        hostile.extend_from_slice(&bytes[last_scan..end]);
+    }
+    hostile.extend_from_slice(&[0xFF, 0xD9]);
+    let reject = reject(&hostile, None, &config);
+    assert_eq!(reject.code(), "undecodable");
+    assert!(reject.message().contains("scan"), "{}", reject.message());
 }
 
 #[test]
@@ -546,37 +588,40 @@ fn exif_orientation_is_applied() {
 }
 
 #[test]
-fn large_sparse_jpegs_decode_scaled_like_dense_ones_in_full() {
-    // 2048x1363 at quality 85 4:2:0: sparse enough for jpeg-decoder's 1/2-scale IDCT.
+fn large_jpegs_decode_at_reduced_scale_like_a_full_decode_and_resize() {
+    // 2048x1363: libjpeg-turbo decodes it at 1/4 scale, 512x341, the stored size itself.
     let base = image::load_from_memory(&photo("kite.jpg"))
         .unwrap()
         .to_rgb8();
     let big = image::imageops::resize(&base, 2048, 1363, image::imageops::FilterType::Triangle);
-    let mut bytes = Vec::new();
-    let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 85);
-    encoder.set_sampling_factor(jpeg_encoder::SamplingFactor::F_2_2);
-    encoder
-        .encode(big.as_raw(), 2048, 1363, jpeg_encoder::ColorType::Rgb)
-        .unwrap();
-    let pixels = 2048.0 * 1363.0;
-    assert!((bytes.len() as f64) < SCALED_DECODE_MAX_BYTES_PER_PIXEL * pixels);
-    let done = process(&bytes, None, &ImageConfig::default()).unwrap();
-    assert_eq!((done.original_width, done.original_height), (2048, 1363));
-    assert_eq!((done.width, done.height), (512, 341));
-    // The same image at 4:4:4 quality 100 (too dense: zune-jpeg in full) looks the same.
-    let dense = jpeg_bytes(&big, 100);
-    assert!(dense.len() as f64 > SCALED_DECODE_MAX_BYTES_PER_PIXEL * pixels);
-    let full = process(&dense, None, &ImageConfig::default()).unwrap();
-    assert!(hamming(done.phash, full.phash) <= 2);
-    let diff = done
-        .rgb
-        .as_raw()
-        .iter()
-        .zip(full.rgb.as_raw())
-        .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
-        .sum::<i32>() as f64
-        / done.rgb.as_raw().len() as f64;
-    assert!(diff < 4.0, "mean abs difference {diff}");
+    for (quality, subsampling) in [
+        (85, jpeg_encoder::SamplingFactor::F_2_2),
+        (100, jpeg_encoder::SamplingFactor::F_1_1),
+    ] {
+        let mut bytes = Vec::new();
+        let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, quality);
+        encoder.set_sampling_factor(subsampling);
+        encoder
+            .encode(big.as_raw(), 2048, 1363, jpeg_encoder::ColorType::Rgb)
+            .unwrap();
+        let done = process(&bytes, None, &ImageConfig::default()).unwrap();
+        assert_eq!((done.original_width, done.original_height), (2048, 1363));
+        assert_eq!((done.width, done.height), (512, 341));
+        // Reference: `image`'s own decoder in full, then a Catmull-Rom resize.
+        let full = image::load_from_memory(&bytes).unwrap().to_rgb8();
+        let reference =
+            image::imageops::resize(&full, 512, 341, image::imageops::FilterType::CatmullRom);
+        assert!(hamming(done.phash, phash(&reference)) <= 2);
+        let diff = done
+            .rgb
+            .as_raw()
+            .iter()
+            .zip(reference.as_raw())
+            .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+            .sum::<i32>() as f64
+            / done.rgb.as_raw().len() as f64;
+        assert!(diff < 4.0, "quality {quality}: mean abs difference {diff}");
+    }
 }
 
 #[test]
@@ -673,6 +718,7 @@ fn bench_reports_every_format() {
     let all = report.rows.last().unwrap();
     assert_eq!(all.photos, 2);
     assert!(all.images >= 2 && all.images_per_second > 0.0);
+    assert!(all.decode_only_images >= 2 && all.decode_only_per_second > 0.0);
     assert_eq!(all.images, report.rows[0].images + report.rows[1].images);
 }
 
