@@ -27,10 +27,10 @@
 //!
 //! Speed choices, measured here on the photos under `assets/photos` (see [`bench()`] and
 //! `bench/pipeline.sh`, which runs img2dataset's image step beside it):
-//! - JPEG decoding and encoding: libjpeg-turbo through the `turbojpeg` crate. At full scale it
-//!   decodes each photo 6-36% faster than `zune-jpeg` (two runs), its reduced IDCT decodes a 1411x1411
-//!   photo at 1/2 scale in 3.5 ms against 5.4 ms in full, and it encodes 512x512 at quality 90
-//!   4:2:0 in 0.7 ms against 2.0 ms for `jpeg-encoder` (SIMD).
+//! - JPEG decoding and encoding: libjpeg-turbo through the `turbojpeg` crate. At full scale
+//!   it decodes each photo 6-36% faster than `zune-jpeg` (two runs); its reduced IDCT decodes
+//!   a 1411x1411 photo at 1/2 scale in 3.5 ms against 5.4 ms in full; it encodes 512x512 at
+//!   quality 90 4:2:0 in 0.7 ms against 2.0 ms for `jpeg-encoder` (SIMD).
 //! - PNG decoding: `image`'s `png` (fdeflate) is 1.04-2.8x faster than `zune-png` per photo.
 //! - Resizing: `fast_image_resize` (AVX2) is about 10x faster than `image::imageops::resize`.
 //! - pHash: the hand-written one takes about 0.1 ms on a 512x342 image, `image_hasher`'s DCT
