@@ -53,6 +53,13 @@ fn jpeg_bytes(rgb: &image::RgbImage, quality: u8) -> Vec<u8> {
     out
 }
 
+/// A `width` x `height` RGB gradient: red along x, green along y.
+fn gradient(width: u32, height: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+    })
+}
+
 fn reject(bytes: &[u8], content_type: Option<&str>, config: &ImageConfig) -> ImageReject {
     match process(bytes, content_type, config) {
         Ok(done) => panic!(
@@ -488,9 +495,7 @@ fn cmyk_and_progressive_jpegs_decode() {
 fn jpegs_with_stray_bytes_before_a_marker_still_decode() {
     // "Corrupt JPEG data: extraneous bytes before marker" is a warning for libjpeg-turbo, and
     // browsers show such files. Garbage goes just before the end-of-image marker.
-    let rgb = image::RgbImage::from_fn(640, 427, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-    });
+    let rgb = gradient(640, 427);
     let clean = jpeg_bytes(&rgb, 85);
     let mut flawed = clean[..clean.len() - 2].to_vec();
     flawed.extend_from_slice(&[0x12, 0x34, 0x56, 0xFF, 0xD9]);
@@ -504,9 +509,7 @@ fn jpegs_with_stray_bytes_before_a_marker_still_decode() {
 #[test]
 fn progressive_jpegs_with_too_many_scans_are_refused() {
     // A hostile progressive JPEG repeats a scan to make decoding slow; over 500 scans is refused.
-    let rgb = image::RgbImage::from_fn(640, 427, |x, y| {
-        image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
-    });
+    let rgb = gradient(640, 427);
     let mut bytes = Vec::new();
     let mut encoder = jpeg_encoder::Encoder::new(&mut bytes, 85);
     encoder.set_progressive(true);
