@@ -6,6 +6,11 @@
 //!   time, so the build needs no CUDA toolkit; the GPU host needs the driver and libnvrtc).
 //!
 //! Model code stays generic over `B: Backend`; only binaries name [`Compute`] or [`Train`].
+//! [`FusedAdam`] is Burn's Adam in one pass per parameter on the CPU backend.
+
+mod adam;
+
+pub use adam::FusedAdam;
 
 use std::process::ExitCode;
 use std::time::Instant;

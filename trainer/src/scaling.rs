@@ -10,8 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use backend::FusedAdam;
 use burn::module::Module;
-use burn::optim::{AdamConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -112,7 +113,7 @@ pub fn measure_rank<B: AutodiffBackend>(
     let batch = args.shapes.samples(args.batch, vocab);
     B::seed(device, 0);
     let mut model = ImageBert::<B>::init(&config, device);
-    let mut optimizer = AdamConfig::new().init::<B, ImageBert<B>>();
+    let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
     let mut rng = ChaCha8Rng::seed_from_u64(world.rank as u64);
     let (mut steps, mut reduces, mut gradient_bytes) = (Vec::new(), Vec::new(), 0);
     for _ in 0..=args.steps {

@@ -28,8 +28,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
+use backend::FusedAdam;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::SeedableRng;
@@ -219,7 +220,7 @@ pub fn train_loop<B: AutodiffBackend, T: Task<B>>(
     B::seed(device, settings.seed);
     let mut model = ImageBert::<B>::init(&settings.model, device);
     materialize(&model);
-    let mut optimizer = AdamConfig::new().init::<B, ImageBert<B>>();
+    let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
     let mut step = match store.latest()? {
         Some(checkpoint) => {
             model = module_from_bytes(model, checkpoint.file(MODEL_FILE)?, device)?;
