@@ -90,16 +90,16 @@ pub fn parameter_bits<B: Backend>(probe: &Probe<B>) -> Vec<u64> {
         probe.bias.val().into_data(),
     ];
     for tensor in data {
-        let tensor = tensor.convert::<f64>();
-        bits.extend(
-            tensor
-                .as_slice::<f64>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits()),
-        );
+        push_bits(tensor, &mut bits);
     }
     bits
+}
+
+/// Appends every value of `data`, widened to `f64` (exactly), as raw bits.
+fn push_bits(data: TensorData, bits: &mut Vec<u64>) {
+    let data = data.convert::<f64>();
+    let values = data.as_slice::<f64>().expect("f64 after the conversion");
+    bits.extend(values.iter().map(|v| v.to_bits()));
 }
 
 /// Adam's state for every parameter (its step count, then both moments as raw bits), in a fixed
@@ -127,19 +127,13 @@ where
     bits
 }
 
-pub fn push_moment_bits<B: Backend, const D: usize>(state: AdamState<B, D>, bits: &mut Vec<u64>) {
+/// Appends one parameter's Adam state: its step count, then both moments' values as raw bits.
+fn push_moment_bits<B: Backend, const D: usize>(state: AdamState<B, D>, bits: &mut Vec<u64>) {
     let momentum = state.momentum;
     assert!(momentum.max_moment_2.is_none());
     bits.push(momentum.time as u64);
     for moment in [momentum.moment_1, momentum.moment_2] {
-        let moment = moment.into_data().convert::<f64>();
-        bits.extend(
-            moment
-                .as_slice::<f64>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits()),
-        );
+        push_bits(moment.into_data(), bits);
     }
 }
 
