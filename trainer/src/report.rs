@@ -48,7 +48,8 @@ pub struct ReportArgs {
     #[arg(long = "run", value_name = "NAME=DIR")]
     pub runs: Vec<String>,
     /// An evaluation to tabulate, as NAME=FOLDER (the folder holding its report.json: a `trainer
-    /// eval` output); repeat (e.g. zero-shot=..., fine-tuned=...).
+    /// eval` output); repeat (e.g. zero-shot=..., fine-tuned=...). Evaluations on the same test
+    /// set share a table; each test set gets its own, with its chance row.
     #[arg(long = "eval", value_name = "NAME=DIR")]
     pub evals: Vec<String>,
     /// Folder for report.md and the PNG curves.
@@ -236,34 +237,59 @@ pub fn write_report(args: &ReportArgs) -> Result<PathBuf> {
             );
         }
     }
-    if !args.evals.is_empty() {
-        page += "\n## Retrieval\n\n| model | TR R@1 | TR R@5 | TR R@10 | IR R@1 | IR R@5 | IR R@10 | RSUM |\n|---|---|---|---|---|---|---|---|\n";
-    }
-    let mut chance = None;
-    let mut described = String::new();
-    for eval in &args.evals {
+    page += &recall_tables(&args.evals)?;
+    let path = args.output.join("report.md");
+    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// The recall tables of `--eval NAME=DIR` reports: one per test set (evaluations of the same
+/// Karpathy file and splits share a table, in first-seen order), each with chance for reference.
+fn recall_tables(evals: &[String]) -> Result<String> {
+    let mut groups: Vec<(EvalReport, String, String)> = Vec::new();
+    for eval in evals {
         let (name, dir) = split_named(eval, "--eval")?;
         let path = dir.join("report.json");
         let report: EvalReport = serde_json::from_slice(
             &std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
         )
         .with_context(|| format!("{}: not a `trainer eval` report", path.display()))?;
-        page += &recall_row(&name, &report.recall);
-        chance.get_or_insert((report.chance, report.images, report.captions));
-        described += &format!(
+        let described = format!(
             "- {name}: {} ({:?}, {}, {} images, {} captions)\n",
             report.label, report.protocol, report.mode, report.images, report.captions
         );
+        let row = recall_row(&name, &report.recall);
+        match groups.iter_mut().find(|(first, ..)| {
+            (&first.test_set, first.images, first.captions)
+                == (&report.test_set, report.images, report.captions)
+        }) {
+            Some((_, rows, text)) => {
+                rows.push_str(&row);
+                text.push_str(&described);
+            }
+            None => groups.push((report, row, described)),
+        }
     }
-    if let Some((chance, images, captions)) = chance {
-        page += &recall_row("chance", &chance);
+    let mut page = String::new();
+    if !groups.is_empty() {
+        page += "\n## Retrieval\n";
+    }
+    for (first, rows, described) in &groups {
+        if groups.len() > 1 {
+            page += &format!(
+                "\n### {} images, {} captions: {}\n",
+                first.images, first.captions, first.test_set
+            );
+        }
+        page += "\n| model | TR R@1 | TR R@5 | TR R@10 | IR R@1 | IR R@5 | IR R@10 | RSUM |\n|---|---|---|---|---|---|---|---|\n";
+        page += rows;
+        page += &recall_row("chance", &first.chance);
         page += &format!(
-            "\nChance: a uniformly random ranking of the {images} images and {captions} captions.\n\n{described}"
+            "\nChance: a uniformly random ranking of the {} images and {} captions.\n\n{described}",
+            first.images, first.captions
         );
     }
-    let path = args.output.join("report.md");
-    std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+    Ok(page)
 }
 
 #[cfg(test)]
@@ -309,6 +335,7 @@ mod tests {
         };
         let report = EvalReport {
             label: "ckpt".into(),
+            test_set: "captions.json (test)".into(),
             protocol: Protocol::Full,
             mode: "exhaustive".into(),
             images: 19,
@@ -338,6 +365,10 @@ mod tests {
             title: "test".into(),
         };
         let page = std::fs::read_to_string(write_report(&args).unwrap()).unwrap();
+        assert!(
+            !page.contains("### 19 images"),
+            "one test set, one table: {page}"
+        );
         assert!(page.contains("![stage1 losses](loss-stage1.png)"), "{page}");
         assert!(page.contains("loss (black): 10.000 → 0.500"), "{page}");
         assert!(
@@ -366,6 +397,45 @@ mod tests {
         assert!(count([31, 119, 180]) > 100, "mlm is drawn");
         assert!(count([214, 39, 40]) > 100, "itm is drawn");
         assert_eq!(count([44, 160, 44]), 0, "no mrfr in this log");
+
+        // A second test set gets its own table and chance row; a second model on the first
+        // set joins the first table.
+        let photos = dir.path().join("eval-photos");
+        std::fs::create_dir_all(&photos).unwrap();
+        let on_photos = EvalReport {
+            test_set: "photos.json (test)".into(),
+            images: 9,
+            captions: 45,
+            recall: recall(40.0),
+            chance: recall(11.0),
+            ..report.clone()
+        };
+        std::fs::write(
+            photos.join("report.json"),
+            serde_json::to_vec(&on_photos).unwrap(),
+        )
+        .unwrap();
+        let two_sets = ReportArgs {
+            evals: vec![
+                format!("fine-tuned={}", eval.display()),
+                format!("fine-tuned={}", photos.display()),
+                format!("zero-shot={}", eval.display()),
+            ],
+            ..args.clone()
+        };
+        let page = std::fs::read_to_string(write_report(&two_sets).unwrap()).unwrap();
+        let first = page
+            .find("### 19 images, 38 captions: captions.json (test)")
+            .expect(&page);
+        let second = page
+            .find("### 9 images, 45 captions: photos.json (test)")
+            .expect(&page);
+        let (first, second) = (&page[first..second], &page[second..]);
+        assert!(first.contains("| zero-shot | 30.0 |"), "{first}");
+        assert!(first.contains("| chance | 5.0 |"), "{first}");
+        assert!(second.contains("| fine-tuned | 40.0 |"), "{second}");
+        assert!(second.contains("| chance | 11.0 |"), "{second}");
+        assert!(!second.contains("zero-shot"), "{second}");
 
         let bad = ReportArgs {
             runs: vec!["no-equals-sign".into()],

@@ -82,6 +82,8 @@ pub struct EvalOptions {
     pub output: PathBuf,
     /// What is evaluated (a checkpoint path), for the report.
     pub label: String,
+    /// What it is evaluated on (the Karpathy file and its splits), for the report.
+    pub test_set: String,
 }
 
 /// One fold's figures.
@@ -104,6 +106,10 @@ pub struct FoldReport {
 pub struct EvalReport {
     /// What was evaluated.
     pub label: String,
+    /// What it was evaluated on: the Karpathy file and its splits (empty in reports written
+    /// before this field existed).
+    #[serde(default)]
+    pub test_set: String,
     /// The protocol.
     pub protocol: Protocol,
     /// `exhaustive` or `rerank K`.
@@ -509,6 +515,7 @@ pub fn evaluate<B: Backend>(
     let exhaustive = mean(|f| f.exhaustive);
     let report = EvalReport {
         label: options.label.clone(),
+        test_set: options.test_set.clone(),
         protocol: options.protocol,
         mode: match options.rerank {
             Some(k) => format!("rerank {k}"),
@@ -633,6 +640,7 @@ pub fn run_eval<B: Backend>(args: &EvalArgs, device: &B::Device) -> Result<EvalR
         compare_exhaustive: args.compare_exhaustive,
         output: args.output.clone(),
         label: checkpoint.uri.clone(),
+        test_set: format!("{} ({})", args.karpathy, args.splits.join(", ")),
     };
     evaluate(
         &model,
