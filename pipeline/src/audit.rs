@@ -1,11 +1,13 @@
 //! `pipeline audit`: proves an ingest output accounts for its input: every input row appears in
 //! exactly one committed shard, no row appears twice, no shard lacks its stats file and no key is
-//! repeated. Run it after a distributed ingest (all slices) or after a crash and resume.
+//! repeated. Run it after a distributed ingest (all slices) or after a crash and resume. It also
+//! sums what each filter dropped and each error kind over the whole output.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{Context, Result};
 use schemas::pair_shard;
+use schemas::shard_stats::{ShardStats, stats_file_name};
 use serde::Serialize;
 use storage::Location;
 
@@ -38,6 +40,10 @@ pub struct AuditReport {
     pub repeated_keys: u64,
     /// Output rows per status.
     pub counts_by_status: BTreeMap<String, u64>,
+    /// Rows per filter that dropped them, summed over the committed shards' stats files.
+    pub drop_reasons: BTreeMap<String, u64>,
+    /// Rows per error kind (`http_404`, `too_many_pixels`, ...), summed over the stats files.
+    pub error_tallies: BTreeMap<String, u64>,
 }
 
 impl AuditReport {
@@ -110,6 +116,19 @@ pub async fn audit(inputs: &[String], output: &str, config: &InputConfig) -> Res
     let mut keys: HashSet<String> = HashSet::new();
     for name in &listing.committed {
         report.shards += 1;
+        let stats_name = stats_file_name(name);
+        let stats = ShardStats::from_json(
+            &location.uri_of(&stats_name),
+            &location.get(&stats_name).await?,
+        )?;
+        for (tally, counts) in [
+            (&mut report.drop_reasons, stats.drop_reasons),
+            (&mut report.error_tallies, stats.error_tallies),
+        ] {
+            for (what, count) in counts {
+                *tally.entry(what).or_default() += count;
+            }
+        }
         let records = pair_shard::read(&location.uri_of(name), location.get(name).await?)?;
         for record in records {
             report.output_rows += 1;

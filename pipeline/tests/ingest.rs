@@ -3,7 +3,7 @@
 //! 1x1 image, a too-small real photo, an exact duplicate, a private address, a German caption, a
 //! malformed row), into a local output; then resume, `--retry-failed`, seed pages and the audit.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -313,6 +313,31 @@ async fn ingest_accounts_for_every_row_resumes_and_retries() {
         .unwrap();
     assert!(report.is_clean(), "{report:?}");
     assert_eq!(report.input_rows, rows.len() as u64);
+    // The audit's tallies are the sums over every shard's stats file.
+    let (mut drops, mut errors) = (BTreeMap::new(), BTreeMap::new());
+    for entry in std::fs::read_dir(&output).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_str().unwrap().ends_with("_stats.json") {
+            let stats: schemas::shard_stats::ShardStats =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            for (tally, counts) in [
+                (&mut drops, stats.drop_reasons),
+                (&mut errors, stats.error_tallies),
+            ] {
+                for (what, count) in counts {
+                    *tally.entry(what).or_insert(0u64) += count;
+                }
+            }
+        }
+    }
+    assert!(
+        drops.contains_key("duplicate_image") && !errors.is_empty(),
+        "{drops:?} {errors:?}"
+    );
+    assert_eq!(
+        (&report.drop_reasons, &report.error_tallies),
+        (&drops, &errors)
+    );
 
     // A mistyped input is refused before anything is written.
     let error = ingest(job(
