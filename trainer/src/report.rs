@@ -298,6 +298,12 @@ mod tests {
     use crate::retrieval::eval::Protocol;
     use crate::retrieval::recall::Recall;
 
+    /// Writes `report` as `dir/report.json`, as `trainer eval` would.
+    fn write_eval(dir: &Path, report: &EvalReport) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("report.json"), serde_json::to_vec(report).unwrap()).unwrap();
+    }
+
     #[test]
     fn writes_curves_and_the_recall_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -318,7 +324,6 @@ mod tests {
         std::fs::create_dir_all(&losses_only).unwrap();
         std::fs::write(losses_only.join("log.jsonl"), "{\"step\":1,\"loss\":2.0}\n").unwrap();
         let eval = dir.path().join("eval");
-        std::fs::create_dir_all(&eval).unwrap();
         let recall = |r1| {
             RetrievalRecall::new(
                 Recall {
@@ -350,11 +355,7 @@ mod tests {
             seconds: 1.0,
             pairs_per_s: 722.0,
         };
-        std::fs::write(
-            eval.join("report.json"),
-            serde_json::to_vec(&report).unwrap(),
-        )
-        .unwrap();
+        write_eval(&eval, &report);
         let args = ReportArgs {
             runs: vec![
                 format!("stage1={}", run.display()),
@@ -401,7 +402,6 @@ mod tests {
         // A second test set gets its own table and chance row; a second model on the first
         // set joins the first table.
         let photos = dir.path().join("eval-photos");
-        std::fs::create_dir_all(&photos).unwrap();
         let on_photos = EvalReport {
             test_set: "photos.json (test)".into(),
             images: 9,
@@ -410,11 +410,7 @@ mod tests {
             chance: recall(11.0),
             ..report.clone()
         };
-        std::fs::write(
-            photos.join("report.json"),
-            serde_json::to_vec(&on_photos).unwrap(),
-        )
-        .unwrap();
+        write_eval(&photos, &on_photos);
         let two_sets = ReportArgs {
             evals: vec![
                 format!("fine-tuned={}", eval.display()),
