@@ -350,6 +350,7 @@ mod tests {
             chance: recall(5.0),
             exhaustive: None,
             recall_loss: None,
+            first_stage: None,
             pairs_scored: 722,
             chunks_reused: 0,
             seconds: 1.0,

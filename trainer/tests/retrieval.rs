@@ -219,7 +219,8 @@ fn finetuning_lifts_recall_well_above_zero_shot_and_chance() {
         "finetune-binary",
         &photos.train_json,
         "steps = 60\nbatch_size = 16\nlearning_rate = 5e-4\ncheckpoint_every = 60",
-        "loss = \"binary\"\ngroup_size = 2\n",
+        // The paper's recipe: the pair loss alone.
+        "loss = \"binary\"\ngroup_size = 2\nfirst_stage_weight = 0.0\n",
     );
     let summary = finetune::<Train>(&config, &backend::default_device()).unwrap();
     assert_eq!(summary.steps, 60);
@@ -253,6 +254,63 @@ fn finetuning_lifts_recall_well_above_zero_shot_and_chance() {
     clean(&["finetune-binary"]);
 }
 
+#[test]
+fn a_trained_first_stage_ranks_well_alone_and_reranking_keeps_most_recall() {
+    let photos = photos();
+    let rerank = |checkpoint: &Path, name: &str| {
+        evaluate(&EvalArgs {
+            rerank: Some(5),
+            compare_exhaustive: true,
+            ..eval_args(checkpoint, &photos.dir.join(name))
+        })
+    };
+    // Before fine-tuning, the first stage is untrained.
+    let untrained = rerank(pretrained(), "eval-first-stage-untrained");
+    let config = finetune_config(
+        "finetune-first-stage",
+        &photos.train_json,
+        "steps = 60\nbatch_size = 16\nlearning_rate = 5e-4\ncheckpoint_every = 60",
+        "loss = \"binary\"\ngroup_size = 2\nfirst_stage_weight = 0.25\n",
+    );
+    finetune::<Train>(&config, &backend::default_device()).unwrap();
+    let log = read_log(&photos.dir.join("finetune-first-stage"));
+    let mean = |part: &[FinetuneLog]| {
+        part.iter().map(|l| l.first_stage_loss).sum::<f32>() / part.len() as f32
+    };
+    let (first, last) = (mean(&log[..5]), mean(&log[55..]));
+    assert!(last < 0.5 * first, "first-stage loss {first} -> {last}");
+    let tuned = rerank(
+        &photos.dir.join("finetune-first-stage/checkpoints"),
+        "eval-first-stage-trained",
+    );
+    eprintln!(
+        "untrained:\n{}\ntrained:\n{}",
+        untrained.markdown(),
+        tuned.markdown()
+    );
+    let (before, after) = (untrained.first_stage.unwrap(), tuned.first_stage.unwrap());
+    let chance = tuned.chance.rsum;
+    assert!(
+        after.rsum > 2.0 * chance && after.rsum > before.rsum + 100.0,
+        "first stage alone: RSUM {} trained, {} untrained, {chance} by chance",
+        after.rsum,
+        before.rsum
+    );
+    // The cross-encoder, which shares the encoder, still learns.
+    let exhaustive = tuned.exhaustive.unwrap().rsum;
+    assert!(
+        exhaustive > chance + 50.0,
+        "cross-encoder RSUM {exhaustive} vs chance {chance}"
+    );
+    let lost = tuned.recall_loss.unwrap().rsum;
+    assert!(
+        lost < 0.1 * exhaustive,
+        "reranking 5 candidates lost {lost} of the exhaustive RSUM {exhaustive}"
+    );
+    assert!(tuned.markdown().contains("| first stage alone |"));
+    clean(&["finetune-first-stage"]);
+}
+
 /// Mean loss of the first and the last `n` steps of a log.
 fn loss_ends(log: &[FinetuneLog], n: usize) -> (f32, f32) {
     let mean = |part: &[FinetuneLog]| part.iter().map(|l| l.loss).sum::<f32>() / part.len() as f32;
@@ -270,7 +328,7 @@ fn all_three_losses_train() {
             &name,
             &json,
             "steps = 40\nbatch_size = 6\nlearning_rate = 3e-4\ncheckpoint_every = 40",
-            &format!("loss = \"{loss}\"\ngroup_size = 2\n"),
+            &format!("loss = \"{loss}\"\ngroup_size = 2\nfirst_stage_weight = 0.0\n"),
         );
         finetune::<Train>(&config, &backend::default_device()).unwrap();
         let log = read_log(&photos().dir.join(&name));

@@ -219,6 +219,27 @@ impl<B: Backend> ImageBert<B> {
         )
     }
 
+    /// One modality alone through the encoder (embedded tokens `[batch, len, hidden]` and their
+    /// 1/0 mask), mean-pooled over its real tokens and L2-normalised: `[batch, hidden]`. The
+    /// cosine of a caption's and an image's is retrieval's cheap first-stage score.
+    pub fn single_modality_embedding(
+        &self,
+        embedded: Tensor<B, 3>,
+        mask: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let hidden = self.encoder.forward(embedded, mask.clone());
+        let weights = mask.clone().unsqueeze_dim::<3>(2);
+        let sum = (hidden * weights).sum_dim(1).squeeze_dim::<2>(1);
+        let mean = sum / mask.sum_dim(1).clamp_min(1.0);
+        let norm = mean
+            .clone()
+            .powf_scalar(2.0)
+            .sum_dim(1)
+            .sqrt()
+            .clamp_min(1e-12);
+        mean / norm
+    }
+
     /// The ITM (matching) logit `[batch]` from the encoder output: pooler over `[CLS]`, then the
     /// ITM layer. Fine-tuning and retrieval scoring use it as the pair's score.
     pub fn match_logits(&self, hidden: Tensor<B, 3>) -> Tensor<B, 1> {

@@ -99,6 +99,9 @@ pub struct FoldReport {
     pub chance: RetrievalRecall,
     /// Exhaustive recall, when reranking was compared with it.
     pub exhaustive: Option<RetrievalRecall>,
+    /// With reranking: the first stage's ranking alone.
+    #[serde(default)]
+    pub first_stage: Option<RetrievalRecall>,
 }
 
 /// The evaluation report (`report.json`).
@@ -128,6 +131,9 @@ pub struct EvalReport {
     pub exhaustive: Option<RetrievalRecall>,
     /// Exhaustive minus reranked, per metric, when compared.
     pub recall_loss: Option<RetrievalRecall>,
+    /// With reranking: mean over folds of the first stage's ranking alone.
+    #[serde(default)]
+    pub first_stage: Option<RetrievalRecall>,
     /// Pairs the cross-encoder scored in this process (chunks reused from disk excluded).
     pub pairs_scored: u64,
     /// Score chunks reused from an earlier, interrupted evaluation.
@@ -163,6 +169,9 @@ impl EvalReport {
         out += &row(&self.mode, &self.recall);
         if let Some(exhaustive) = &self.exhaustive {
             out += &row("exhaustive", exhaustive);
+        }
+        if let Some(first_stage) = &self.first_stage {
+            out += &row("first stage alone", first_stage);
         }
         out += &row("chance", &self.chance);
         out
@@ -310,7 +319,8 @@ fn top_k(values: impl Iterator<Item = (usize, f32)>, k: usize) -> Vec<usize> {
 }
 
 /// Reranked recall: the first stage ranks, the full model re-scores the top K of each query;
-/// re-scored candidates rank above the rest, which keep their first-stage order.
+/// re-scored candidates rank above the rest, which keep their first-stage order. Returns it and
+/// the first stage's recall alone.
 fn reranked<B: Backend>(
     model: &ImageBert<B>,
     embedded: &EmbeddedSet<B>,
@@ -318,7 +328,7 @@ fn reranked<B: Backend>(
     k: usize,
     pair_batch: usize,
     counters: &mut (u64, usize),
-) -> Result<RetrievalRecall> {
+) -> Result<(RetrievalRecall, RetrievalRecall)> {
     let images = set.images.len();
     let captions = set.captions.len();
     let cheap = ScoreMatrix {
@@ -405,10 +415,11 @@ fn reranked<B: Backend>(
             )
         })
         .collect();
-    Ok(RetrievalRecall::new(
+    let recall = RetrievalRecall::new(
         Recall::from_ranks(&text_ranks),
         Recall::from_ranks(&image_ranks),
-    ))
+    );
+    Ok((recall, cheap.recall(&owners)?))
 }
 
 /// Evaluates `model` on `set`. `model_digest` identifies the weights (the checkpoint's model
@@ -483,19 +494,19 @@ pub fn evaluate<B: Backend>(
         } else {
             None
         };
-        let (recall, exhaustive) = match options.rerank {
-            Some(k) => (
-                reranked(
+        let (recall, exhaustive, first_stage) = match options.rerank {
+            Some(k) => {
+                let (recall, first_stage) = reranked(
                     model,
                     &embedded,
                     &fold,
                     k,
                     options.pair_batch,
                     &mut counters,
-                )?,
-                exhaustive_recall,
-            ),
-            None => (exhaustive_recall.expect("computed"), None),
+                )?;
+                (recall, exhaustive_recall, Some(first_stage))
+            }
+            None => (exhaustive_recall.expect("computed"), None, None),
         };
         reports.push(FoldReport {
             images: fold.images.len(),
@@ -503,6 +514,7 @@ pub fn evaluate<B: Backend>(
             recall,
             chance: RetrievalRecall::chance(&owners, fold.images.len()),
             exhaustive,
+            first_stage,
         });
     }
     progress.finish_and_clear();
@@ -513,6 +525,7 @@ pub fn evaluate<B: Backend>(
     };
     let recall = mean(|f| Some(f.recall)).expect("every fold has a recall");
     let exhaustive = mean(|f| f.exhaustive);
+    let first_stage = mean(|f| f.first_stage);
     let report = EvalReport {
         label: options.label.clone(),
         test_set: options.test_set.clone(),
@@ -527,6 +540,7 @@ pub fn evaluate<B: Backend>(
         chance: mean(|f| Some(f.chance)).expect("every fold has chance"),
         recall_loss: exhaustive.as_ref().map(|e| subtract(e, &recall)),
         exhaustive,
+        first_stage,
         folds: reports,
         pairs_scored: counters.0,
         chunks_reused: counters.1,

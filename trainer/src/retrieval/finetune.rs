@@ -15,13 +15,19 @@
 //! With `hard_negatives`, a share of each group's negatives is drawn from the negatives that
 //! scored highest for that anchor during the previous epoch (mining from the previous epoch's
 //! scores); the pools are part of the checkpoint, so resume stays exact.
+//!
+//! With `first_stage_weight` > 0 (the default, not in the paper), a contrastive loss over the
+//! batch's anchors is added: captions and images each go through the encoder alone, and the
+//! cosine of their mean-pooled outputs must pick each caption's image among the batch's and
+//! each image's captions among the batch's. That cosine is the first-stage score of
+//! `trainer eval --rerank K`, which an untrained model ranks at chance.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, ensure};
-use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 use rand::SeedableRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -68,6 +74,12 @@ pub struct ObjectiveSection {
     pub hard_negatives: bool,
     /// Share of each group's negatives drawn from the hard pool when `hard_negatives` (0.5).
     pub hard_share: f64,
+    /// Weight of the first-stage contrastive loss added to the pair loss (0.25; 0.0 gives the
+    /// paper's recipe). It trains the cheap score `trainer eval --rerank K` ranks candidates
+    /// with; without it that score is untrained and reranking loses most of the recall.
+    pub first_stage_weight: f64,
+    /// Temperature of the first-stage loss's softmax over cosines (0.05).
+    pub first_stage_temperature: f64,
 }
 
 impl Default for ObjectiveSection {
@@ -78,6 +90,8 @@ impl Default for ObjectiveSection {
             margin: 1.0,
             hard_negatives: false,
             hard_share: 0.5,
+            first_stage_weight: 0.25,
+            first_stage_temperature: 0.05,
         }
     }
 }
@@ -216,6 +230,14 @@ impl FinetuneConfig {
                 "objective.hard_share must be within [0, 1]",
             ),
             (
+                o.first_stage_weight.is_nan() || o.first_stage_weight < 0.0,
+                "objective.first_stage_weight must not be negative",
+            ),
+            (
+                o.first_stage_temperature.is_nan() || o.first_stage_temperature <= 0.0,
+                "objective.first_stage_temperature must be positive",
+            ),
+            (
                 d.splits.is_empty(),
                 "data.splits must name at least one split",
             ),
@@ -272,6 +294,9 @@ pub struct FinetuneLog {
     pub positive_score: f64,
     /// Mean score of the negatives.
     pub negative_score: f64,
+    /// The first-stage contrastive loss before its weight (0 when off).
+    #[serde(default)]
+    pub first_stage_loss: f32,
     /// Anchors per second of this step.
     pub samples_per_s: f64,
 }
@@ -295,16 +320,27 @@ impl LogLine for FinetuneLog {
             self.group_accuracy as f32,
             self.positive_score as f32,
             self.negative_score as f32,
+            self.first_stage_loss,
             self.anchors as f32,
             self.pairs as f32,
         ]
     }
     fn set_figures(&mut self, figures: &[f32], parts: usize) {
-        if let [loss, accuracy, positive, negative, anchors, pairs] = *figures {
+        if let [
+            loss,
+            accuracy,
+            positive,
+            negative,
+            first_stage,
+            anchors,
+            pairs,
+        ] = *figures
+        {
             self.loss = loss;
             self.group_accuracy = f64::from(accuracy);
             self.positive_score = f64::from(positive);
             self.negative_score = f64::from(negative);
+            self.first_stage_loss = first_stage;
             self.anchors = (anchors * parts as f32).round() as usize;
             self.pairs = (pairs * parts as f32).round() as usize;
         }
@@ -409,6 +445,77 @@ impl Finetune<'_> {
     }
 }
 
+impl Finetune<'_> {
+    /// The first-stage loss over the batch's anchor `(image, caption)` pairs: each caption and
+    /// each distinct image goes through the encoder alone
+    /// ([`ImageBert::single_modality_embedding`]), and their cosines over the temperature are
+    /// the logits of [`contrastive_loss`].
+    fn first_stage_loss<B: AutodiffBackend>(
+        &self,
+        model: &ImageBert<B>,
+        anchors: &[(usize, usize)],
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let mut images: Vec<usize> = Vec::new();
+        for &(image, _) in anchors {
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
+        let text = self
+            .set
+            .text_input::<B>(anchors.iter().map(|a| a.1), self.pad_id, 0, device);
+        let regions = self
+            .set
+            .region_input::<B>(images.iter().copied(), 0, device);
+        let captions = model.single_modality_embedding(model.embed_text(text.ids), text.mask);
+        let pictures = model.single_modality_embedding(
+            model.embed_regions(regions.features, regions.boxes),
+            regions.mask,
+        );
+        let logits =
+            pictures.matmul(captions.transpose()) / self.config.objective.first_stage_temperature;
+        let positive: Vec<f32> = images
+            .iter()
+            .flat_map(|&image| {
+                anchors
+                    .iter()
+                    .map(move |a| f32::from(u8::from(a.0 == image)))
+            })
+            .collect();
+        let positive = Tensor::from_data(
+            TensorData::new(positive, [images.len(), anchors.len()]),
+            device,
+        );
+        contrastive_loss(logits, positive)
+    }
+}
+
+/// The symmetric contrastive loss of `logits` `[images, captions]` whose 1/0 `positive` marks
+/// each caption's one image: the mean over captions of the cross-entropy of a softmax over
+/// images, and the mean over images of `-log` of the softmax mass over captions on its own
+/// captions, averaged.
+fn contrastive_loss<B: Backend>(logits: Tensor<B, 2>, positive: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [rows, columns] = logits.dims();
+    let caption_to_image = (log_softmax(logits.clone(), 0) * positive.clone())
+        .sum()
+        .neg()
+        / columns as f64;
+    let all = log_sum_exp(logits.clone());
+    let on_positives = log_sum_exp(logits + (positive - 1.0) * MASKED_LOGIT);
+    let image_to_caption = (all - on_positives).sum() / rows as f64;
+    (caption_to_image + image_to_caption) / 2.0
+}
+
+/// Added to the logits of non-positives so that `exp` of them is 0.
+const MASKED_LOGIT: f64 = 1e4;
+
+/// `log Σ_j exp(x[i, j])` per row, `[rows, 1]`, stable.
+fn log_sum_exp<B: Backend>(x: Tensor<B, 2>) -> Tensor<B, 2> {
+    let max = x.clone().max_dim(1).detach();
+    (x - max.clone()).exp().sum_dim(1).log() + max
+}
+
 impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
     type State = FinetuneState;
     type Log = FinetuneLog;
@@ -505,7 +612,7 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
         let positive = groups.clone().slice([0..anchors, 0..1]);
         let caption_negatives = groups.clone().slice([0..anchors, 1..p]);
         let image_negatives = groups.slice([0..anchors, p..2 * p - 1]);
-        let loss = match objective.loss {
+        let pair_loss = match objective.loss {
             LossKind::Binary => {
                 let negatives = Tensor::cat(vec![caption_negatives, image_negatives], 1);
                 // -log σ(pos) - Σ log(1 - σ(neg)) = -log σ(pos) - Σ log σ(-neg), mean over pairs.
@@ -528,6 +635,18 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
                 };
                 (hinge(caption_negatives) + hinge(image_negatives)) / (2 * anchors) as f64
             }
+        };
+        let (loss, first_stage_loss) = if objective.first_stage_weight > 0.0 {
+            let anchor_pairs: Vec<(usize, usize)> =
+                pairs.iter().step_by(2 * p - 1).copied().collect();
+            let first_stage = self.first_stage_loss(model, &anchor_pairs, &device);
+            let value = scalar(&first_stage);
+            (
+                pair_loss + first_stage * objective.first_stage_weight,
+                value,
+            )
+        } else {
+            (pair_loss, 0.0)
         };
 
         // Host copy of the scores: metrics and the mining pools.
@@ -559,6 +678,7 @@ impl<B: AutodiffBackend> Task<B> for Finetune<'_> {
             group_accuracy: correct as f64 / (2 * anchors) as f64,
             positive_score: positive_sum / anchors as f64,
             negative_score: negative_sum / (anchors * 2 * (p - 1)) as f64,
+            first_stage_loss,
             samples_per_s: 0.0,
         };
         Ok((loss, entry))
@@ -675,6 +795,41 @@ mod tests {
         );
         let err = parse(&minimal.replace("steps = 5", "steps = 5\nbatch = 3")).unwrap_err();
         assert!(err.contains("unknown field `batch`"), "{err}");
+    }
+
+    #[test]
+    fn the_contrastive_loss_matches_a_hand_computation() {
+        // Two images, three captions: captions 0 and 1 show image 0, caption 2 image 1.
+        let logits = [[2.0f64, 0.5, -1.0], [0.0, 1.0, 3.0]];
+        let owner = [0, 0, 1];
+        let device = Default::default();
+        let tensor = |values: Vec<f32>| {
+            Tensor::<backend::Compute, 2>::from_data(TensorData::new(values, [2, 3]), &device)
+        };
+        let positive = (0..2)
+            .flat_map(|i| owner.iter().map(move |&o| if o == i { 1.0 } else { 0.0 }))
+            .collect();
+        let flat = logits.iter().flatten().map(|&x| x as f32).collect();
+        let loss = scalar(&contrastive_loss(tensor(flat), tensor(positive)));
+
+        let mut caption_to_image = 0.0;
+        for (c, &o) in owner.iter().enumerate() {
+            let denominator = logits[0][c].exp() + logits[1][c].exp();
+            caption_to_image -= (logits[o][c].exp() / denominator).ln();
+        }
+        let mut image_to_caption = 0.0;
+        for (i, row) in logits.iter().enumerate() {
+            let mass: f64 = (0..3)
+                .filter(|&c| owner[c] == i)
+                .map(|c| row[c].exp())
+                .sum();
+            image_to_caption -= (mass / row.iter().map(|x| x.exp()).sum::<f64>()).ln();
+        }
+        let expected = (caption_to_image / 3.0 + image_to_caption / 2.0) / 2.0;
+        assert!(
+            (f64::from(loss) - expected).abs() < 1e-5,
+            "{loss} vs {expected}"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! ([`EmbeddedSet::new`]) and gathered for each batch of pairs, so a pair costs only the encoder.
 //! [`first_stage`] is the cheap score for `--rerank K`: each caption and each image goes through
 //! the encoder alone once (N + M passes instead of N × M), and the cosine of their mean-pooled
-//! outputs ranks the candidates the full model then re-scores.
+//! outputs ranks the candidates the full model then re-scores. `trainer finetune` trains that
+//! cosine with its first-stage loss (`objective.first_stage_weight`).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
@@ -101,25 +102,15 @@ impl<B: Backend> EmbeddedSet<B> {
     /// single-modality encoder outputs.
     pub fn first_stage(&self, model: &ImageBert<B>) -> Vec<f32> {
         let pooled = |x: Tensor<B, 3>, mask: Tensor<B, 2>| -> Tensor<B, 2> {
-            let mut out = Vec::new();
-            let n = x.dims()[0];
-            for range in chunks(n, EMBED_BATCH) {
-                let [_, len, h] = x.dims();
-                let xs = x.clone().slice([range.clone(), 0..len, 0..h]);
-                let ms = mask.clone().slice([range, 0..len]);
-                let hidden = model.encoder.forward(xs, ms.clone());
-                let weights = ms.clone().unsqueeze_dim::<3>(2);
-                let sum = (hidden * weights).sum_dim(1).squeeze_dim::<2>(1);
-                let count = ms.sum_dim(1).clamp_min(1.0);
-                let mean = sum / count;
-                let norm = mean
-                    .clone()
-                    .powf_scalar(2.0)
-                    .sum_dim(1)
-                    .sqrt()
-                    .clamp_min(1e-12);
-                out.push(mean / norm);
-            }
+            let [n, len, h] = x.dims();
+            let out = chunks(n, EMBED_BATCH)
+                .map(|range| {
+                    model.single_modality_embedding(
+                        x.clone().slice([range.clone(), 0..len, 0..h]),
+                        mask.clone().slice([range, 0..len]),
+                    )
+                })
+                .collect();
             Tensor::cat(out, 0)
         };
         let text = pooled(self.text.clone(), self.text_mask.clone());
