@@ -1,7 +1,8 @@
 //! The CPU backend's patched kernels (vendor/burn-ndarray, vendor/README.md): the one-pass GELU
 //! and its gradient, the vectorized float32 `exp` and GELU against float64, reductions along
 //! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in
-//! parallel blocks, and matmul reading transposed and permuted operands in place. On the CUDA
+//! parallel blocks, matmul reading transposed and permuted operands in place, and the exact
+//! reciprocal. On the CUDA
 //! build these run Burn's own kernels, so the checks hold there too.
 
 use backend::{Compute, Train};
@@ -483,6 +484,41 @@ fn large_reductions_along_any_axis_match_float64() {
                     o += 1;
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn reciprocal_is_exact_wherever_the_buffer_starts() {
+    // Upstream's SIMD reciprocal took the CPU's 14-bit approximation for aligned vectors and
+    // exact division for the unaligned head, so its results depended on the buffer's address.
+    let device = Default::default();
+    let data: Vec<f32> = (0..1000).map(|i| 0.37 + i as f32 * 0.013).collect();
+    let whole = Tensor::<Compute, 1>::from_data(TensorData::new(data.clone(), [1000]), &device);
+    for offset in 0..16 {
+        let part = whole.clone().narrow(0, offset, 900);
+        for (i, got) in values(part.recip()).iter().enumerate() {
+            let want = 1.0 / data[offset + i];
+            assert_eq!(*got, want, "1/{} at offset {offset}", data[offset + i]);
+        }
+    }
+    // log_sigmoid's gradient, σ(-x), goes through it (the fine-tuning loss): float64's, on
+    // freshly allocated buffers each time.
+    for round in 0..8 {
+        let x = Tensor::<Train, 1>::from_data(TensorData::new(data.clone(), [1000]), &device)
+            .sub_scalar(6.0)
+            .require_grad();
+        let gradients = burn::tensor::activation::log_sigmoid(x.clone())
+            .sum()
+            .backward();
+        let got = values(x.grad(&gradients).unwrap());
+        for (g, v) in got.iter().zip(&data) {
+            let x = f64::from(*v) - 6.0;
+            let want = 1.0 / (1.0 + x.exp());
+            assert!(
+                (f64::from(*g) - want).abs() < 1e-6,
+                "round {round}: dlog σ/dx at {x}: {g} vs {want}"
+            );
         }
     }
 }

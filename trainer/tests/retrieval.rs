@@ -344,7 +344,9 @@ fn all_three_losses_train() {
 fn finetuning_with_hard_negatives_resumes_exactly() {
     let json = subset("six-by-three.json", 6, 3);
     let train = "steps = 8\nbatch_size = 4\nlearning_rate = 1e-4\ncheckpoint_every = 2\nkeep_checkpoints = 5";
-    let objective = "loss = \"softmax\"\ngroup_size = 3\nhard_negatives = true\nhard_share = 0.5\n";
+    // The binary loss: its gradient (log-sigmoid's) once went through an approximate reciprocal
+    // whose result followed the buffer's address (vendor/README.md, patch 11).
+    let objective = "loss = \"binary\"\ngroup_size = 3\nhard_negatives = true\nhard_share = 0.5\n";
     let whole = finetune_config("resume-whole", &json, train, objective);
     finetune::<Train>(&whole, &backend::default_device()).unwrap();
     let crashed = finetune_config("resume-crashed", &json, train, objective);
