@@ -443,9 +443,7 @@ impl Finetune<'_> {
         }
         chosen
     }
-}
 
-impl Finetune<'_> {
     /// The first-stage loss over the batch's anchor `(image, caption)` pairs: each caption and
     /// each distinct image goes through the encoder alone
     /// ([`ImageBert::single_modality_embedding`]), and their cosines over the temperature are
