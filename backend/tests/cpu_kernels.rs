@@ -2,8 +2,7 @@
 //! and its gradient, the vectorized float32 `exp` and GELU against float64, reductions along
 //! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in
 //! parallel blocks, matmul reading transposed and permuted operands in place, and the exact
-//! reciprocal. On the CUDA
-//! build these run Burn's own kernels, so the checks hold there too.
+//! reciprocal. On the CUDA build these run Burn's own kernels, so the checks hold there too.
 
 use backend::{Compute, Train};
 use burn::tensor::activation::gelu;

@@ -274,10 +274,7 @@ fn a_trained_first_stage_ranks_well_alone_and_reranking_keeps_most_recall() {
     );
     finetune::<Train>(&config, &backend::default_device()).unwrap();
     let log = read_log(&photos.dir.join("finetune-first-stage"));
-    let mean = |part: &[FinetuneLog]| {
-        part.iter().map(|l| l.first_stage_loss).sum::<f32>() / part.len() as f32
-    };
-    let (first, last) = (mean(&log[..5]), mean(&log[55..]));
+    let (first, last) = mean_at_ends(&log, 5, |l| l.first_stage_loss);
     assert!(last < 0.5 * first, "first-stage loss {first} -> {last}");
     let tuned = rerank(
         &photos.dir.join("finetune-first-stage/checkpoints"),
@@ -311,9 +308,9 @@ fn a_trained_first_stage_ranks_well_alone_and_reranking_keeps_most_recall() {
     clean(&["finetune-first-stage"]);
 }
 
-/// Mean loss of the first and the last `n` steps of a log.
-fn loss_ends(log: &[FinetuneLog], n: usize) -> (f32, f32) {
-    let mean = |part: &[FinetuneLog]| part.iter().map(|l| l.loss).sum::<f32>() / part.len() as f32;
+/// Mean of `figure` over the first and over the last `n` steps of a log.
+fn mean_at_ends(log: &[FinetuneLog], n: usize, figure: fn(&FinetuneLog) -> f32) -> (f32, f32) {
+    let mean = |part: &[FinetuneLog]| part.iter().map(figure).sum::<f32>() / part.len() as f32;
     (mean(&log[..n]), mean(&log[log.len() - n..]))
 }
 
@@ -333,7 +330,7 @@ fn all_three_losses_train() {
         finetune::<Train>(&config, &backend::default_device()).unwrap();
         let log = read_log(&photos().dir.join(&name));
         assert_eq!(log.len(), 40);
-        let (first, last) = loss_ends(&log, 5);
+        let (first, last) = mean_at_ends(&log, 5, |l| l.loss);
         eprintln!("{loss}: loss {first:.3} -> {last:.3}");
         assert!(last < 0.6 * first, "{loss}: loss {first} -> {last}");
         clean(&[&name]);
