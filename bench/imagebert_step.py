@@ -12,17 +12,26 @@ tokens (15% of the text, 15% of the regions), as UNITER does; ITM (BERT pooler o
 logit). Losses: cross-entropy (MLM, MOC), squared error (MRFR), binary cross-entropy (ITM),
 summed; Adam step. Inputs are synthetic: speed does not depend on the values.
 
-Prints one JSON line: {"model", "samples_per_s", "threads", "torch"}. Needs PyPI torch (CPU is
-enough): python3 -m pip install torch.
+On a GPU (`--device cuda`): `--precision f32` allows TF32 matmuls, as Burn's CUDA backend runs
+them; `--precision bf16` is PyTorch's usual mixed precision (autocast to bfloat16, float32
+weights and optimizer). Every step is one batch built once, as `trainer bench --same-batch`.
+
+Prints one JSON line: {"model", "precision", "device", "samples_per_s", "step_s",
+"first_step_s", "first_step_after_start_s", "threads", "torch"}, the last timing from the
+interpreter's start (`import torch` and CUDA initialisation included). Needs PyPI torch (CPU is
+enough here): python3 -m pip install torch.
 """
 
-import argparse
-import json
-import statistics
 import time
 
-import torch
-from torch import nn
+STARTED = time.perf_counter()
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 PRESETS = {
     "mini": dict(hidden=384, layers=6, heads=12, intermediate=1536),
@@ -70,11 +79,14 @@ class ImageBert(nn.Module):
 
     def forward(self, ids, text_mask, features, boxes, region_mask, chosen_text, chosen_regions):
         batch, text_len = ids.shape
-        positions = torch.arange(text_len).unsqueeze(0)
+        device = ids.device
+        positions = torch.arange(text_len, device=device).unsqueeze(0)
         text = self.word(ids) + self.position(positions) + self.segment(torch.zeros_like(ids))
         text = self.dropout(self.text_norm(text))
         # Every region shares one sequence position and the second segment.
-        image_extra = self.position(torch.full((1, 1), text_len)) + self.segment(torch.ones(1, 1, dtype=torch.long))
+        image_extra = self.position(torch.full((1, 1), text_len, device=device)) + self.segment(
+            torch.ones(1, 1, dtype=torch.long, device=device)
+        )
         image = self.feature(features) + self.location(boxes) + image_extra
         image = self.dropout(self.image_norm(image))
         hidden = self.encoder(
@@ -115,17 +127,18 @@ def synthetic_batch(batch, text_len, regions, feature_dim, classes, generator):
     )
 
 
-def step(model, optimizer, b):
-    mlm, moc, mrfr, itm = model(
-        b["ids"], b["text_mask"], b["features"], b["boxes"], b["region_mask"], b["chosen_text"],
-        b["chosen_regions"],
-    )
-    ce = nn.functional.cross_entropy
-    loss_mlm = ce(mlm, b["mlm_labels"])
-    loss_moc = ce(moc, b["moc_labels"])
-    loss_mrfr = ((mrfr - b["mrfr_targets"]) ** 2).mean()
-    loss_itm = nn.functional.binary_cross_entropy_with_logits(itm, b["itm_labels"])
-    loss = loss_mlm + loss_moc + loss_mrfr + loss_itm
+def step(model, optimizer, b, autocast):
+    with autocast():
+        mlm, moc, mrfr, itm = model(
+            b["ids"], b["text_mask"], b["features"], b["boxes"], b["region_mask"],
+            b["chosen_text"], b["chosen_regions"],
+        )
+        ce = nn.functional.cross_entropy
+        loss_mlm = ce(mlm, b["mlm_labels"])
+        loss_moc = ce(moc, b["moc_labels"])
+        loss_mrfr = ((mrfr.float() - b["mrfr_targets"]) ** 2).mean()
+        loss_itm = nn.functional.binary_cross_entropy_with_logits(itm, b["itm_labels"])
+        loss = loss_mlm + loss_moc + loss_mrfr + loss_itm
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -140,23 +153,58 @@ def main():
     parser.add_argument("--feature-dim", type=int, default=2048)
     parser.add_argument("--classes", type=int, default=1601)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first (at least 1)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--precision", choices=["f32", "bf16"], default="f32",
+        help="f32 (TF32 matmuls on GPUs) or bf16 autocast (GPUs)",
+    )
     args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif args.precision != "f32":
+        parser.error("--precision bf16 is for GPUs (--device cuda)")
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def synchronize():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     torch.manual_seed(0)
     model = ImageBert(**PRESETS[args.model], feature_dim=args.feature_dim, classes=args.classes)
+    model = model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     batch = synthetic_batch(
         args.batch, args.text_len, args.regions, args.feature_dim, args.classes,
         torch.Generator().manual_seed(0),
     )
-    step(model, optimizer, batch)  # warm-up, as `trainer bench` does
+    batch = {name: value.to(device) for name, value in batch.items()}
+    first = time.perf_counter()
+    step(model, optimizer, batch, autocast)  # warm-up, as `trainer bench` does
+    synchronize()
+    first_ended = time.perf_counter()
+    for _ in range(1, args.warmup):
+        step(model, optimizer, batch, autocast)
+    synchronize()
     times, started = [], time.perf_counter()
     while len(times) < 2 or time.perf_counter() - started < args.seconds:
         call = time.perf_counter()
-        step(model, optimizer, batch)
+        step(model, optimizer, batch, autocast)
+        synchronize()
         times.append(time.perf_counter() - call)
+    median = statistics.median(times)
     print(json.dumps({
         "model": args.model,
-        "samples_per_s": args.batch / statistics.median(times),
+        "precision": args.precision,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "samples_per_s": args.batch / median,
+        "step_s": median,
+        "first_step_s": first_ended - first,
+        "first_step_after_start_s": first_ended - STARTED,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }))

@@ -3,14 +3,19 @@
 //!
 //! * default build: [`burn::backend::NdArray`] on the CPU;
 //! * `--features cuda`: [`burn::backend::Cuda`] (burn 0.21 compiles its kernels with NVRTC at run
-//!   time, so the build needs no CUDA toolkit; the GPU host needs the driver and libnvrtc).
+//!   time, so the build needs no CUDA toolkit; the GPU host needs the driver and libnvrtc), with
+//!   Burn's kernel fusion; `--features cuda-without-fusion`: the same without fusion.
 //!
 //! Model code stays generic over `B: Backend`; only binaries name [`Compute`] or [`Train`].
 //! [`FusedAdam`] is Burn's Adam in one pass per parameter on the CPU backend.
 
 mod adam;
+mod kernels;
+mod precision;
 
 pub use adam::FusedAdam;
+pub use kernels::{AutotuneEffort, KernelOptions};
+pub use precision::{AtPrecision, Precision, PrecisionError, at_precision};
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,10 +25,10 @@ use burn::tensor::Device;
 use burn::tensor::{Tensor, TensorData};
 
 /// The backend used for inference (no gradients).
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(feature = "cuda-base"))]
 pub type Compute = burn::backend::NdArray<f32>;
 /// The backend used for inference (no gradients).
-#[cfg(feature = "cuda")]
+#[cfg(feature = "cuda-base")]
 pub type Compute = burn::backend::Cuda<f32, i32>;
 
 /// The backend used for training: [`Compute`] with automatic differentiation.
@@ -31,7 +36,9 @@ pub type Train = Autodiff<Compute>;
 
 /// Human-readable name of the compiled-in backend.
 pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
-    "cuda (burn-cuda 0.21, f32)"
+    "cuda (burn-cuda 0.21, f32, fusion)"
+} else if cfg!(feature = "cuda-base") {
+    "cuda (burn-cuda 0.21, f32, no fusion)"
 } else {
     "ndarray (CPU, f32)"
 };
@@ -91,7 +98,7 @@ impl SelfCheck {
     /// cores in TF32 (10-bit mantissa): measured on an H100, 6.1e-3 at size 256, so the bound is
     /// `2e-3 * sqrt(size)`, still hundreds of times below the error of a broken kernel (~sqrt(size)/3).
     pub fn tolerance(&self) -> f64 {
-        if cfg!(feature = "cuda") {
+        if cfg!(feature = "cuda-base") {
             2e-3 * (self.size as f64).sqrt()
         } else {
             1e-5 * self.size as f64

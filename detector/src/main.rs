@@ -18,6 +18,8 @@ use detector::regions::RegionDetector;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    kernels: backend::KernelOptions,
 }
 
 /// The detectors `extract` and `bench` can run.
@@ -149,7 +151,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tracing::debug!(?malloc, "malloc tuning");
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    // Before the first tensor: where GPU kernels are cached, how hard they are tuned.
+    cli.kernels.apply();
+    match cli.command {
         Command::Extract { extract, model } => match model.load() {
             Ok(mut detector) => run_extract(&extract, detector.as_mut()),
             Err(error) => fail(&error),

@@ -20,11 +20,11 @@ use rand_chacha::ChaCha8Rng;
 use schemas::region_features::DetectorInfo;
 use serde::Serialize;
 
-use crate::batch::{PretrainSample, build_pretrain_batch};
+use crate::batch::{PretrainSample, PretrainTargets, build_pretrain_batch};
 use crate::data::Regions;
 use crate::losses::{LossWeights, pretrain_losses};
 use crate::model::config::EncoderConfig;
-use crate::model::imagebert::{ImageBert, ImageBertConfig};
+use crate::model::imagebert::{ImageBert, ImageBertConfig, ImageBertInput};
 use crate::objectives::MaskingConfig;
 use crate::retrieval::data::{RetrievalCaption, RetrievalImage, RetrievalSet};
 use crate::retrieval::scoring::EmbeddedSet;
@@ -55,12 +55,29 @@ pub struct BenchArgs {
     /// The synthetic inputs' shapes.
     #[command(flatten)]
     pub shapes: Shapes,
-    /// Seconds to measure each figure for (after one warm-up call).
+    /// Seconds to measure each figure for (after the warm-up calls).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Untimed calls before each figure is measured (kernel compilation and autotuning on GPUs);
+    /// the first of them is always made, and its time reported.
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// The training backend's float precision: f32 or f64 on the CPU; f32, bf16 or f16 in CUDA
+    /// builds (every tensor in that type, weights included: Burn has no autocast).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: backend::Precision,
     /// Measure retrieval scoring only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "skip_scoring")]
     pub skip_train: bool,
+    /// Measure the pre-training step only (then the first model's first step is the cold start:
+    /// process start to first finished step).
+    #[arg(long)]
+    pub skip_scoring: bool,
+    /// Build the pre-training batch once and take every step on it, instead of pairing and
+    /// masking afresh each step as training does: every step then has the same tensor shapes
+    /// (on GPUs, no kernel is compiled or tuned after the first step) and no host work.
+    #[arg(long)]
+    pub same_batch: bool,
 }
 
 /// The shapes of the synthetic inputs (the paper's by default).
@@ -114,6 +131,18 @@ pub fn pretrain_gradients<B: AutodiffBackend>(
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> GradientsParams {
+    let (input, targets) = pretrain_batch::<B>(vocab, batch, shapes, rng, device);
+    gradients_on(model, input, targets)
+}
+
+/// One pre-training batch of `samples` as training builds it: ITM pairs, masks, tensors.
+fn pretrain_batch<B: Backend>(
+    vocab: usize,
+    samples: &[PretrainSample],
+    shapes: &Shapes,
+    rng: &mut ChaCha8Rng,
+    device: &B::Device,
+) -> (ImageBertInput<B>, PretrainTargets<B>) {
     let special = wordpiece::SpecialTokens {
         pad: 0,
         unk: 100,
@@ -121,15 +150,23 @@ pub fn pretrain_gradients<B: AutodiffBackend>(
         sep: 102,
         mask: 103,
     };
-    let (input, targets) = build_pretrain_batch::<B>(
-        batch,
+    build_pretrain_batch::<B>(
+        samples,
         shapes.feature_dim,
         special,
         vocab,
         &MaskingConfig::default(),
         rng,
         device,
-    );
+    )
+}
+
+/// The gradients of the four objectives of `model` on a built batch.
+fn gradients_on<B: AutodiffBackend>(
+    model: &ImageBert<B>,
+    input: ImageBertInput<B>,
+    targets: PretrainTargets<B>,
+) -> GradientsParams {
     let losses = pretrain_losses(
         model.forward(&input, &targets.chosen),
         targets,
@@ -143,6 +180,19 @@ pub fn pretrain_gradients<B: AutodiffBackend>(
 pub struct BenchRow {
     /// `mini` or `base`.
     pub model: String,
+    /// The training backend's float precision.
+    pub precision: String,
+    /// Retrieval scoring's figures (absent with `--skip-scoring`).
+    #[serde(flatten)]
+    pub scoring: Option<ScoringFigures>,
+    /// Pre-training's figures (absent with `--skip-train`).
+    #[serde(flatten)]
+    pub train: Option<TrainFigures>,
+}
+
+/// How fast the cross-encoder scores retrieval pairs.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScoringFigures {
     /// Pairs scored per second.
     pub pairs_per_s: f64,
     /// Seconds of the first scoring call (kernel compilation, allocation).
@@ -155,8 +205,20 @@ pub struct BenchRow {
     /// one single-modality pass per image and caption for the first stage (counted as one pair
     /// each; a single-modality pass is shorter than a pair).
     pub coco_5k_rerank_20_hours: f64,
-    /// Pre-training samples per second (absent with `--skip-train`).
-    pub train_samples_per_s: Option<f64>,
+}
+
+/// How fast pre-training steps run, and how long the first one took.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainFigures {
+    /// Pre-training samples per second (batch over the median step).
+    pub train_samples_per_s: f64,
+    /// Median seconds of a step.
+    pub train_step_s: f64,
+    /// Seconds of the first step (kernel compilation and autotuning on GPUs).
+    pub train_first_step_s: f64,
+    /// Seconds from the process's start to the end of the first step: the cold start when this
+    /// is the first model measured with `--skip-scoring`.
+    pub train_first_step_after_start_s: f64,
 }
 
 /// A deterministic pseudo-random value in [0, 1).
@@ -192,28 +254,60 @@ fn synthetic_sample(args: &Shapes, vocab: usize, seed: u64) -> PretrainSample {
     }
 }
 
-/// Median seconds per call of `f` after one warm-up call, measured for about `seconds`; also
-/// the warm-up call's seconds.
-fn time_calls(seconds: f64, mut f: impl FnMut()) -> (f64, f64) {
+/// Median seconds per call of `f` after `warmup` untimed calls, measured for about `seconds`
+/// (at least two calls); also the first call's seconds and when it ended.
+fn time_calls(seconds: f64, warmup: usize, mut f: impl FnMut()) -> Timing {
     let started = Instant::now();
     f();
-    let first = started.elapsed().as_secs_f64();
+    let first_ended = Instant::now();
+    for _ in 1..warmup {
+        f();
+    }
     let mut times = Vec::new();
-    let started = Instant::now();
-    while times.len() < 2 || started.elapsed().as_secs_f64() < seconds {
+    let timed = Instant::now();
+    while times.len() < 2 || timed.elapsed().as_secs_f64() < seconds {
         let call = Instant::now();
         f();
         times.push(call.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    (times[times.len() / 2], first)
+    Timing {
+        median_s: times[times.len() / 2],
+        first_s: (first_ended - started).as_secs_f64(),
+        first_ended,
+    }
 }
 
-/// Measures one model size on backend `B`.
+/// What [`time_calls`] measured.
+struct Timing {
+    median_s: f64,
+    first_s: f64,
+    first_ended: Instant,
+}
+
+/// `trainer bench`: every model of `args` at `args.precision`, in order; `process_started` is
+/// when the process started (for the cold-start figure).
+pub fn bench_models(args: &BenchArgs, process_started: Instant) -> Result<Vec<BenchRow>> {
+    struct Models<'a>(&'a BenchArgs, Instant);
+    impl backend::AtPrecision for Models<'_> {
+        type Output = Result<Vec<BenchRow>>;
+        fn run<B: AutodiffBackend>(self, device: &B::Device) -> Self::Output {
+            let Models(args, started) = self;
+            args.models
+                .iter()
+                .map(|size| bench_model::<B>(args, size, device, started))
+                .collect()
+        }
+    }
+    backend::at_precision(args.precision, Models(args, process_started))?
+}
+
+/// Measures one model size on backend `B`; `process_started` is when the process started.
 pub fn bench_model<B: AutodiffBackend>(
     args: &BenchArgs,
     size: &str,
     device: &B::Device,
+    process_started: Instant,
 ) -> Result<BenchRow> {
     let config = args
         .shapes
@@ -226,8 +320,33 @@ pub fn bench_model<B: AutodiffBackend>(
     let samples = args
         .shapes
         .samples(args.pair_batch.max(args.train_batch), vocab);
+    let scoring = (!args.skip_scoring)
+        .then(|| bench_scoring::<B::InnerBackend>(args, &config, &samples, device));
+    let train = (!args.skip_train).then(|| {
+        bench_training::<B>(
+            args,
+            &config,
+            &samples[..args.train_batch],
+            device,
+            process_started,
+        )
+    });
+    Ok(BenchRow {
+        model: size.to_owned(),
+        precision: args.precision.to_string(),
+        scoring,
+        train,
+    })
+}
 
-    let model = ImageBert::<B::InnerBackend>::init(&config, device);
+/// Retrieval scoring's figures: the cross-encoder on `args.pair_batch` distinct pairs per call.
+fn bench_scoring<B: Backend>(
+    args: &BenchArgs,
+    config: &ImageBertConfig,
+    samples: &[PretrainSample],
+    device: &B::Device,
+) -> ScoringFigures {
+    let model = ImageBert::<B>::init(config, device);
     let set = RetrievalSet {
         detector: DetectorInfo {
             name: "synthetic".into(),
@@ -267,66 +386,105 @@ pub fn bench_model<B: AutodiffBackend>(
     let pairs: Vec<(usize, usize)> = (0..args.pair_batch)
         .map(|i| (i, (i * 7 + 3) % args.pair_batch))
         .collect();
-    let (per_call, first_call_s) = time_calls(args.seconds, || {
+    let timing = time_calls(args.seconds, args.warmup, || {
         embedded.score(&model, &pairs, args.pair_batch);
     });
-    let pairs_per_s = args.pair_batch as f64 / per_call;
-
-    let train_samples_per_s = if args.skip_train {
-        None
-    } else {
-        // In an Option so each step can hand the model to the optimizer, as training does (a
-        // clone kept alive would make the optimizer copy every parameter instead of updating it).
-        let mut model = Some(ImageBert::<B>::init(&config, device));
-        let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let batch = &samples[..args.train_batch];
-        let (per_step, _) = time_calls(args.seconds, || {
-            let current = model
-                .take()
-                .expect("the model is put back after every step");
-            let gradients =
-                pretrain_gradients(&current, vocab, batch, &args.shapes, &mut rng, device);
-            model = Some(optimizer.step(1e-4, current, gradients));
-        });
-        Some(args.train_batch as f64 / per_step)
-    };
-    Ok(BenchRow {
-        model: size.to_owned(),
+    let pairs_per_s = args.pair_batch as f64 / timing.median_s;
+    ScoringFigures {
         pairs_per_s,
-        first_call_s,
+        first_call_s: timing.first_s,
         coco_1k_hours: COCO_1K_PAIRS / pairs_per_s / 3600.0,
         coco_5k_hours: COCO_5K_PAIRS / pairs_per_s / 3600.0,
         coco_5k_rerank_20_hours: COCO_5K_QUERIES * (RERANK_K + 1.0) / pairs_per_s / 3600.0,
-        train_samples_per_s,
-    })
+    }
+}
+
+/// Pre-training's figures: whole steps (four heads, backward, Adam) on `batch`.
+fn bench_training<B: AutodiffBackend>(
+    args: &BenchArgs,
+    config: &ImageBertConfig,
+    batch: &[PretrainSample],
+    device: &B::Device,
+    process_started: Instant,
+) -> TrainFigures {
+    let vocab = config.encoder.vocab_size;
+    // In an Option so each step can hand the model to the optimizer, as training does (a clone
+    // kept alive would make the optimizer copy every parameter instead of updating it).
+    let mut model = Some(ImageBert::<B>::init(config, device));
+    let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let fixed = args
+        .same_batch
+        .then(|| pretrain_batch::<B>(vocab, batch, &args.shapes, &mut rng, device));
+    let timing = time_calls(args.seconds, args.warmup, || {
+        let current = model
+            .take()
+            .expect("the model is put back after every step");
+        let (input, targets) = match &fixed {
+            Some(built) => built.clone(),
+            None => pretrain_batch::<B>(vocab, batch, &args.shapes, &mut rng, device),
+        };
+        let gradients = gradients_on(&current, input, targets);
+        let next = optimizer.step(1e-4, current, gradients);
+        // Wait for the device, so a step's time is its work, not its launch.
+        B::sync(device).expect("the device finishes the step");
+        model = Some(next);
+    });
+    TrainFigures {
+        train_samples_per_s: batch.len() as f64 / timing.median_s,
+        train_step_s: timing.median_s,
+        train_first_step_s: timing.first_s,
+        train_first_step_after_start_s: (timing.first_ended - process_started).as_secs_f64(),
+    }
 }
 
 /// The table `trainer bench` prints.
 pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
     let mut out = format!(
-        "device: {device}; {} text + {} regions of {}-d; pair batch {}, train batch {}\n\n\
-         | model | pairs/s | first call s | COCO 1k hours | COCO 5k hours | COCO 5k hours / UNITER's {UNITER_COCO_5K_HOURS} h on 8 V100 | COCO 5k --rerank 20 hours | train samples/s |\n\
-         |---|---|---|---|---|---|---|---|\n",
+        "device: {device}; {} text + {} regions of {}-d; pair batch {}, train batch {}{}\n\n\
+         | model | precision | pairs/s | first call s | COCO 1k hours | COCO 5k hours | COCO 5k hours / UNITER's {UNITER_COCO_5K_HOURS} h on 8 V100 | COCO 5k --rerank 20 hours | train samples/s | step s | first step s | first step ends, s after start |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         args.shapes.text_len,
         args.shapes.regions,
         args.shapes.feature_dim,
         args.pair_batch,
-        args.train_batch
+        args.train_batch,
+        if args.same_batch {
+            " (same batch every step)"
+        } else {
+            ""
+        }
     );
+    let cells = |values: Option<Vec<String>>, count: usize| {
+        values
+            .unwrap_or_else(|| vec!["-".into(); count])
+            .join(" | ")
+    };
     for row in rows {
+        let scoring = row.scoring.as_ref().map(|s| {
+            vec![
+                format!("{:.1}", s.pairs_per_s),
+                format!("{:.2}", s.first_call_s),
+                format!("{:.1}", s.coco_1k_hours),
+                format!("{:.1}", s.coco_5k_hours),
+                format!("{:.1}", s.coco_5k_hours / UNITER_COCO_5K_HOURS),
+                format!("{:.2}", s.coco_5k_rerank_20_hours),
+            ]
+        });
+        let train = row.train.as_ref().map(|t| {
+            vec![
+                format!("{:.2}", t.train_samples_per_s),
+                format!("{:.4}", t.train_step_s),
+                format!("{:.2}", t.train_first_step_s),
+                format!("{:.2}", t.train_first_step_after_start_s),
+            ]
+        });
         out += &format!(
-            "| {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {:.2} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             row.model,
-            row.pairs_per_s,
-            row.first_call_s,
-            row.coco_1k_hours,
-            row.coco_5k_hours,
-            row.coco_5k_hours / UNITER_COCO_5K_HOURS,
-            row.coco_5k_rerank_20_hours,
-            row.train_samples_per_s
-                .map(|s| format!("{s:.2}"))
-                .unwrap_or_else(|| "-".into())
+            row.precision,
+            cells(scoring, 6),
+            cells(train, 4)
         );
     }
     out
@@ -341,9 +499,8 @@ pub fn device_name<B: Backend>(device: &B::Device) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn measures_both_figures_and_extrapolates_from_the_rate() {
-        let args = BenchArgs {
+    fn tiny_args() -> BenchArgs {
+        BenchArgs {
             models: vec!["mini".into()],
             pair_batch: 2,
             train_batch: 2,
@@ -354,18 +511,69 @@ mod tests {
                 classes: 4,
             },
             seconds: 0.0,
+            warmup: 1,
+            precision: backend::Precision::F32,
             skip_train: false,
-        };
-        let device = backend::default_device();
-        let row = bench_model::<backend::Train>(&args, "mini", &device).unwrap();
-        assert!(row.pairs_per_s.is_finite() && row.pairs_per_s > 0.0);
-        let hours = COCO_5K_PAIRS / row.pairs_per_s / 3600.0;
-        assert!((row.coco_5k_hours - hours).abs() < 1e-9 * hours);
-        assert!(row.coco_5k_rerank_20_hours < row.coco_5k_hours);
-        assert!(row.train_samples_per_s.is_some_and(|s| s > 0.0));
-        let table = table(&[row], "cpu", &args);
-        assert!(table.contains("| mini |"), "{table}");
-        let err = bench_model::<backend::Train>(&args, "huge", &device).unwrap_err();
+            skip_scoring: false,
+            same_batch: false,
+        }
+    }
+
+    #[test]
+    fn measures_both_figures_and_extrapolates_from_the_rate() {
+        let args = tiny_args();
+        let started = Instant::now();
+        let rows = bench_models(&args, started).unwrap();
+        let scoring = rows[0].scoring.as_ref().expect("scoring measured");
+        assert!(scoring.pairs_per_s.is_finite() && scoring.pairs_per_s > 0.0);
+        let hours = COCO_5K_PAIRS / scoring.pairs_per_s / 3600.0;
+        assert!((scoring.coco_5k_hours - hours).abs() < 1e-9 * hours);
+        assert!(scoring.coco_5k_rerank_20_hours < scoring.coco_5k_hours);
+        let train = rows[0].train.as_ref().expect("training measured");
+        assert!(train.train_samples_per_s > 0.0);
+        assert!((train.train_samples_per_s * train.train_step_s - 2.0).abs() < 1e-9);
+        // The first step ends after the scoring figure was measured, all since `started`.
+        assert!(
+            train.train_first_step_after_start_s >= train.train_first_step_s
+                && train.train_first_step_after_start_s >= scoring.first_call_s
+                && train.train_first_step_after_start_s <= started.elapsed().as_secs_f64()
+        );
+        let table = table(&rows, "cpu", &args);
+        assert!(table.contains("| mini | f32 |"), "{table}");
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert!(
+            json["pairs_per_s"].is_number() && json["train_step_s"].is_number(),
+            "{json}"
+        );
+        let mut huge = args.clone();
+        huge.models = vec!["huge".into()];
+        let err = bench_models(&huge, started).unwrap_err();
         assert!(err.to_string().contains("`huge` is not mini or base"));
+    }
+
+    #[test]
+    fn the_step_alone_on_one_fixed_batch() {
+        // Another precision needs a process of its own (tests/doctor_and_bench_cli.rs).
+        let mut args = tiny_args();
+        args.skip_scoring = true;
+        args.same_batch = true;
+        args.warmup = 2;
+        let rows = bench_models(&args, Instant::now()).unwrap();
+        assert!(rows[0].scoring.is_none());
+        assert!(
+            rows[0]
+                .train
+                .as_ref()
+                .is_some_and(|t| t.train_samples_per_s > 0.0)
+        );
+        let table = table(&rows, "cpu", &args);
+        assert!(
+            table.contains("| mini | f32 | - | - | - | - | - | - |")
+                && table.contains("same batch"),
+            "{table}"
+        );
+        args.precision = backend::Precision::Bf16;
+        let err = bench_models(&args, Instant::now()).unwrap_err();
+        assert!(err.to_string().contains("bf16"), "{err}");
     }
 }

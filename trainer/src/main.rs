@@ -12,6 +12,8 @@ use trainer::distributed::{Collective, Rendezvous, World};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    kernels: backend::KernelOptions,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +124,7 @@ fn finished<L: trainer::training::LogLine>(
 }
 
 fn main() -> ExitCode {
+    let process_started = std::time::Instant::now();
     // Before any thread starts: a step's large tensors are reused instead of faulted in again.
     let malloc = malloc_tuning::keep_freed_memory();
     tracing_subscriber::fmt()
@@ -129,7 +132,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     tracing::debug!(?malloc, "malloc tuning");
-    let command = Cli::parse().command;
+    let cli = Cli::parse();
+    // Before the first tensor: where GPU kernels are cached, how hard they are tuned.
+    cli.kernels.apply();
+    let command = cli.command;
     // Burn's operations are issued from a compute-pool worker, which joins their parallel work.
     backend::on_compute_threads(move || match command {
         Command::Doctor(args) => backend::doctor(&args),
@@ -149,23 +155,19 @@ fn main() -> ExitCode {
                 )
             }),
         ),
-        Command::Bench(args) => {
-            let device = backend::default_device();
-            let rows = args
-                .models
-                .iter()
-                .map(|size| trainer::bench::bench_model::<backend::Train>(&args, size, &device))
-                .collect::<anyhow::Result<Vec<_>>>();
-            match rows {
-                Ok(rows) => {
-                    let name = trainer::bench::device_name::<backend::Compute>(&device);
-                    print!("{}", trainer::bench::table(&rows, &name, &args));
-                    println!("{}", serde_json::json!({ "device": name, "rows": rows }));
-                    ExitCode::SUCCESS
-                }
-                Err(error) => failed(error),
+        Command::Bench(args) => match trainer::bench::bench_models(&args, process_started) {
+            Ok(rows) => {
+                let name = format!(
+                    "{} ({})",
+                    trainer::bench::device_name::<backend::Compute>(&backend::default_device()),
+                    args.precision
+                );
+                print!("{}", trainer::bench::table(&rows, &name, &args));
+                println!("{}", serde_json::json!({ "device": name, "rows": rows }));
+                ExitCode::SUCCESS
             }
-        }
+            Err(error) => failed(error),
+        },
         Command::BenchScaling(args) => match bench_scaling(&args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => failed(error),
