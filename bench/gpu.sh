@@ -107,6 +107,7 @@ run "Burn retrieval scoring f32" scoring.log "$bin/trainer" bench --models "$mod
 run "detector bench CenterNet f32" detector.log "$bin/detector" --kernel-cache "$out/cache-detector" \
   bench --batch-sizes "$detector_batches" --seconds "$seconds"
 burn "Burn step f32, fusion, fresh masks every step" f32-fresh.log "$bin/trainer" f32 "$out/cache-f32"
+burn "Burn step f32, fusion, fresh masks, fixed shapes" f32-fixed.log "$bin/trainer" f32 "$out/cache-f32" --fixed-shapes
 if [ -x "$bin/trainer-without-fusion" ]; then
   burn "Burn step f32, no fusion, cold" f32-nofusion.log "$bin/trainer-without-fusion" f32 "$out/cache-nofusion" --same-batch
 fi

@@ -34,7 +34,8 @@ impl PretrainSample {
 ///
 /// The masked heads see only the chosen tokens, so their labels are listed in the order of
 /// [`ChosenPositions`]. A batch with no chosen token (every pair an ITM negative) lists one
-/// placeholder (the first token, labelled [`IGNORE`]) so no tensor is empty.
+/// placeholder (the first token, labelled [`IGNORE`]) so no tensor is empty; with
+/// [`FixedShapes`], placeholders fill each list up to its multiple.
 #[derive(Debug, Clone)]
 pub struct PretrainTargets<B: Backend> {
     /// The text tokens and regions the masked heads predict.
@@ -50,6 +51,27 @@ pub struct PretrainTargets<B: Backend> {
     pub itm_labels: Tensor<B, 1>,
 }
 
+/// Shapes every batch is padded to (`train.fixed_shapes`), so that a GPU sees a handful of
+/// distinct tensor shapes instead of a new one almost every step: each new shape can cost kernel
+/// compilations, fusion traces and autotune runs. Padding changes no loss: padded text and
+/// regions are masked out of attention, and padded chosen positions are placeholders labelled
+/// [`IGNORE`]. (Dropout draws its masks over the padded shapes, so they differ.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FixedShapes {
+    /// Text tokens every row is padded to (a longer caption keeps its length).
+    pub text_len: usize,
+    /// Regions every row is padded to (an image with more keeps them).
+    pub regions: usize,
+    /// The chosen text tokens and chosen regions are each padded with placeholders to a multiple
+    /// of this.
+    pub chosen_multiple: usize,
+}
+
+impl FixedShapes {
+    /// The chosen-list multiple of `train.fixed_shapes`.
+    pub const CHOSEN_MULTIPLE: usize = 64;
+}
+
 /// Builds one batch from `samples`: pairs rows for ITM, masks positive rows, pads text and regions
 /// to the longest in the batch.
 pub fn build_pretrain_batch<B: Backend>(
@@ -61,18 +83,45 @@ pub fn build_pretrain_batch<B: Backend>(
     rng: &mut impl Rng,
     device: &B::Device,
 ) -> (ImageBertInput<B>, PretrainTargets<B>) {
+    build_shaped_pretrain_batch(
+        samples,
+        feature_dim,
+        special,
+        vocab_size,
+        config,
+        None,
+        rng,
+        device,
+    )
+}
+
+/// [`build_pretrain_batch`], padded to `fixed` shapes when given. The random draws are the same
+/// either way, so the same `rng` state gives the same pairs and masks.
+#[allow(clippy::too_many_arguments)]
+pub fn build_shaped_pretrain_batch<B: Backend>(
+    samples: &[PretrainSample],
+    feature_dim: usize,
+    special: SpecialTokens,
+    vocab_size: usize,
+    config: &MaskingConfig,
+    fixed: Option<&FixedShapes>,
+    rng: &mut impl Rng,
+    device: &B::Device,
+) -> (ImageBertInput<B>, PretrainTargets<B>) {
     let batch = samples.len();
     let pairings = pair_for_itm(batch, config, rng);
     let text_len = pairings
         .iter()
         .map(|p| samples[p.caption_of].text_ids.len())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(fixed.map_or(0, |f| f.text_len));
     let regions = pairings
         .iter()
         .map(|p| samples[p.image_of].regions())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(fixed.map_or(0, |f| f.regions));
 
     let mut ids = vec![i64::from(special.pad); batch * text_len];
     let mut text_mask = vec![0.0f32; batch * text_len];
@@ -136,15 +185,16 @@ pub fn build_pretrain_batch<B: Backend>(
         }
     }
 
-    if chosen_text.is_empty() {
-        chosen_text.push(0);
-        mlm_labels.push(IGNORE);
-    }
-    if chosen_regions.is_empty() {
-        chosen_regions.push(0);
-        moc_labels.push(IGNORE);
-        mrfr_targets.resize(feature_dim, 0.0);
-    }
+    // Placeholders: one where nothing was chosen, and up to the fixed multiple.
+    let multiple = fixed.map_or(1, |f| f.chosen_multiple.max(1));
+    let padded = |count: usize| count.max(1).next_multiple_of(multiple);
+    let text_slots = padded(chosen_text.len());
+    chosen_text.resize(text_slots, 0);
+    mlm_labels.resize(text_slots, IGNORE);
+    let region_slots = padded(chosen_regions.len());
+    chosen_regions.resize(region_slots, 0);
+    moc_labels.resize(region_slots, IGNORE);
+    mrfr_targets.resize(region_slots * feature_dim, 0.0);
 
     let ints = |values: Vec<i64>, shape: [usize; 2]| {
         Tensor::<B, 2, Int>::from_data(TensorData::new(values, shape), device)

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use schemas::region_features::DetectorInfo;
 use serde::Serialize;
 
-use crate::batch::{PretrainSample, PretrainTargets, build_pretrain_batch};
+use crate::batch::{FixedShapes, PretrainSample, PretrainTargets, build_shaped_pretrain_batch};
 use crate::data::Regions;
 use crate::losses::{LossWeights, pretrain_losses};
 use crate::model::config::EncoderConfig;
@@ -73,6 +73,11 @@ pub struct BenchArgs {
     /// process start to first finished step).
     #[arg(long)]
     pub skip_scoring: bool,
+    /// Pad every pre-training batch to fixed shapes, as `train.fixed_shapes` does (the
+    /// synthetic samples all have the same text length and region count, so this pads the
+    /// masked heads' chosen tokens to a multiple of 64).
+    #[arg(long)]
+    pub fixed_shapes: bool,
     /// Build the pre-training batch once and take every step on it, instead of pairing and
     /// masking afresh each step as training does: every step then has the same tensor shapes
     /// (on GPUs, no kernel is compiled or tuned after the first step) and no host work.
@@ -131,15 +136,17 @@ pub fn pretrain_gradients<B: AutodiffBackend>(
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> GradientsParams {
-    let (input, targets) = pretrain_batch::<B>(vocab, batch, shapes, rng, device);
+    let (input, targets) = pretrain_batch::<B>(vocab, batch, shapes, None, rng, device);
     gradients_on(model, input, targets)
 }
 
-/// One pre-training batch of `samples` as training builds it: ITM pairs, masks, tensors.
+/// One pre-training batch of `samples` as training builds it: ITM pairs, masks, tensors (padded
+/// to `fixed` shapes when given).
 fn pretrain_batch<B: Backend>(
     vocab: usize,
     samples: &[PretrainSample],
     shapes: &Shapes,
+    fixed: Option<&FixedShapes>,
     rng: &mut ChaCha8Rng,
     device: &B::Device,
 ) -> (ImageBertInput<B>, PretrainTargets<B>) {
@@ -150,12 +157,13 @@ fn pretrain_batch<B: Backend>(
         sep: 102,
         mask: 103,
     };
-    build_pretrain_batch::<B>(
+    build_shaped_pretrain_batch::<B>(
         samples,
         shapes.feature_dim,
         special,
         vocab,
         &MaskingConfig::default(),
+        fixed,
         rng,
         device,
     )
@@ -413,16 +421,22 @@ fn bench_training<B: AutodiffBackend>(
     let mut model = Some(ImageBert::<B>::init(config, device));
     let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let fixed = args
-        .same_batch
-        .then(|| pretrain_batch::<B>(vocab, batch, &args.shapes, &mut rng, device));
+    let shapes = args.fixed_shapes.then_some(FixedShapes {
+        text_len: args.shapes.text_len,
+        regions: args.shapes.regions,
+        chosen_multiple: FixedShapes::CHOSEN_MULTIPLE,
+    });
+    let built = |rng: &mut ChaCha8Rng| {
+        pretrain_batch::<B>(vocab, batch, &args.shapes, shapes.as_ref(), rng, device)
+    };
+    let same = args.same_batch.then(|| built(&mut rng));
     let timing = time_calls(args.seconds, args.warmup, || {
         let current = model
             .take()
             .expect("the model is put back after every step");
-        let (input, targets) = match &fixed {
-            Some(built) => built.clone(),
-            None => pretrain_batch::<B>(vocab, batch, &args.shapes, &mut rng, device),
+        let (input, targets) = match &same {
+            Some(prepared) => prepared.clone(),
+            None => built(&mut rng),
         };
         let gradients = gradients_on(&current, input, targets);
         let next = optimizer.step(1e-4, current, gradients);
@@ -449,10 +463,10 @@ pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
         args.shapes.feature_dim,
         args.pair_batch,
         args.train_batch,
-        if args.same_batch {
-            " (same batch every step)"
-        } else {
-            ""
+        match (args.same_batch, args.fixed_shapes) {
+            (true, _) => " (same batch every step)",
+            (false, true) => " (fixed shapes)",
+            (false, false) => "",
         }
     );
     let cells = |values: Option<Vec<String>>, count: usize| {
@@ -515,6 +529,7 @@ mod tests {
             precision: backend::Precision::F32,
             skip_train: false,
             skip_scoring: false,
+            fixed_shapes: false,
             same_batch: false,
         }
     }

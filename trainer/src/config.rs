@@ -144,6 +144,14 @@ pub struct TrainSection {
     /// Most text tokens + regions per micro-batch (48 × 144).
     #[serde(default = "default_tokens")]
     pub max_tokens: usize,
+    /// Pad every micro-batch to fixed shapes (false): text to `data.max_text_len`, regions to
+    /// `data.max_regions`, and the chosen tokens and regions of the masked heads to a multiple
+    /// of 64. The losses do not change (only the dropout masks, drawn over the padded shapes,
+    /// do); the tensor shapes stop changing from step to step, which
+    /// spares a GPU a kernel compilation or autotune run for each new shape, at the price of
+    /// computing on the padding. Turn it on for GPUs; the CPU gains nothing from it.
+    #[serde(default)]
+    pub fixed_shapes: bool,
     /// Micro-batches each process runs per step before the gradients are averaged (1): one
     /// process with 4 emulates 4 processes with 1, with the same global batch and the same
     /// weights up to float rounding.

@@ -38,7 +38,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::build_pretrain_batch;
+use crate::batch::{FixedShapes, build_shaped_pretrain_batch};
 use crate::checkpoint::{
     CheckpointStore, LoadedCheckpoint, module_from_bytes, module_to_bytes, optimizer_from_bytes,
     optimizer_to_bytes, seed_step,
@@ -680,12 +680,18 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
         // Masks and ITM pairs of data rank `d` at step `s` come from `(seed, s, d)` alone.
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.data.seed);
         rng.set_stream(step * self.data_ranks as u64 + data_rank as u64);
-        let (input, targets) = build_pretrain_batch::<B>(
+        let fixed = self.config.train.fixed_shapes.then_some(FixedShapes {
+            text_len: self.config.data.max_text_len,
+            regions: self.config.data.max_regions,
+            chosen_multiple: FixedShapes::CHOSEN_MULTIPLE,
+        });
+        let (input, targets) = build_shaped_pretrain_batch::<B>(
             &samples,
             self.feature_dim,
             self.special,
             self.vocab_size,
             &self.config.masking,
+            fixed.as_ref(),
             &mut rng,
             &device,
         );

@@ -1,13 +1,15 @@
 //! The pre-training batch and losses: hand-computed loss values, the conditional mask (no masked
-//! loss on ITM negatives), MOC targets taken from the detector's labels, and a small model whose
-//! four losses all fall when trained on a fixed set.
+//! loss on ITM negatives), MOC targets taken from the detector's labels, padding to fixed shapes
+//! that changes no loss, and a small model whose four losses all fall when trained on a fixed set.
 
 use backend::{Compute, Train};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::batch::{PretrainSample, build_pretrain_batch};
+use trainer::batch::{
+    FixedShapes, PretrainSample, build_pretrain_batch, build_shaped_pretrain_batch,
+};
 use trainer::losses::{LossWeights, masked_cross_entropy, pretrain_losses};
 use trainer::model::config::EncoderConfig;
 use trainer::model::imagebert::{ImageBert, ImageBertConfig};
@@ -172,6 +174,67 @@ fn negatives_get_no_masked_loss_and_moc_targets_are_the_detector_labels() {
         &LossWeights::default(),
     );
     assert!(value(losses.mlm) > 0.0 && value(losses.moc) > 0.0 && value(losses.mrfr) > 0.0);
+}
+
+#[test]
+fn fixed_shapes_pad_every_batch_alike_and_change_no_loss() {
+    let device = Default::default();
+    let model = ImageBert::<Compute>::init(&tiny_config(), &device);
+    let fixed = FixedShapes {
+        text_len: 12,
+        regions: 7,
+        chosen_multiple: 16,
+    };
+    let build = |samples: &[PretrainSample], seed: u64, fixed: Option<&FixedShapes>| {
+        build_shaped_pretrain_batch::<Compute>(
+            samples,
+            FEATURE_DIM,
+            SPECIAL,
+            VOCAB,
+            &MaskingConfig::default(),
+            fixed,
+            &mut ChaCha8Rng::seed_from_u64(seed),
+            &device,
+        )
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let first: Vec<_> = (0..6).map(|i| sample(i, &mut rng)).collect();
+    let second: Vec<_> = (3..9).map(|i| sample(i, &mut rng)).collect();
+    let mut shapes = Vec::new();
+    for (samples, seed) in [(&first, 1), (&second, 2)] {
+        let (natural_input, natural) = build(samples, seed, None);
+        let (padded_input, padded) = build(samples, seed, Some(&fixed));
+        assert!(natural_input.text_ids.dims()[1] < 12 && natural_input.region_mask.dims()[1] < 7);
+        shapes.push((
+            padded_input.text_ids.dims(),
+            padded_input.region_features.dims(),
+            padded.chosen.text.dims(),
+            padded.chosen.regions.dims(),
+            padded.mrfr_targets.dims(),
+        ));
+        let losses = |input, targets: trainer::batch::PretrainTargets<Compute>| {
+            let losses = pretrain_losses(
+                model.forward(&input, &targets.chosen),
+                targets,
+                &LossWeights::default(),
+            );
+            [losses.mlm, losses.moc, losses.mrfr, losses.itm].map(value)
+        };
+        let (expected, got) = (losses(natural_input, natural), losses(padded_input, padded));
+        assert!(expected.iter().all(|&l| l > 0.0), "{expected:?}");
+        for (e, g) in expected.iter().zip(got) {
+            assert!(
+                (e - g).abs() <= 1e-5 * e.abs().max(1.0),
+                "{expected:?} vs {got:?}"
+            );
+        }
+    }
+    // Both batches have the same shapes: text 12, regions 7, chosen lists of 16.
+    assert_eq!(shapes[0], shapes[1]);
+    assert_eq!(shapes[0].0, [6, 12]);
+    assert_eq!(shapes[0].1, [6, 7, FEATURE_DIM]);
+    assert_eq!((shapes[0].2, shapes[0].3), ([16], [16]));
+    assert_eq!(shapes[0].4, [16, FEATURE_DIM]);
 }
 
 #[test]
