@@ -9,7 +9,7 @@
 //! master weights included.
 
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, DeviceError};
 use burn::tensor::{Element, FloatDType, get_device_settings, set_default_dtypes};
 
 /// A float precision for the training backend.
@@ -50,6 +50,8 @@ pub trait AtPrecision {
 pub enum PrecisionError {
     /// The compiled-in backend has no such precision.
     Unsupported(Precision),
+    /// The device refused the float type (as Burn words it).
+    Device(String),
     /// The device already made tensors of another float type in this process.
     DeviceTaken {
         /// The precision asked for.
@@ -74,6 +76,7 @@ impl std::fmt::Display for PrecisionError {
                     crate::BACKEND_NAME
                 )
             }
+            PrecisionError::Device(reason) => write!(f, "{reason}"),
             PrecisionError::DeviceTaken { wanted, current } => write!(
                 f,
                 "precision {wanted}: this process already uses the device at {current}, and a \
@@ -93,14 +96,18 @@ fn run_at<B: AutodiffBackend, W: AtPrecision>(
 ) -> Result<W::Output, PrecisionError> {
     let device = B::Device::default();
     let int = <B::IntElem as Element>::dtype();
-    if set_default_dtypes::<B>(&device, dtype, int).is_err() {
-        let current = get_device_settings::<B>(&device).float_dtype;
-        if current != dtype {
-            return Err(PrecisionError::DeviceTaken {
-                wanted: precision,
-                current: format!("{current:?}"),
-            });
+    match set_default_dtypes::<B>(&device, dtype, int) {
+        Ok(()) => {}
+        Err(DeviceError::AlreadyInitialized { .. }) => {
+            let current = get_device_settings::<B>(&device).float_dtype;
+            if current != dtype {
+                return Err(PrecisionError::DeviceTaken {
+                    wanted: precision,
+                    current: format!("{current:?}"),
+                });
+            }
         }
+        Err(other) => return Err(PrecisionError::Device(other.to_string())),
     }
     Ok(work.run::<B>(&device))
 }
