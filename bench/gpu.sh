@@ -37,14 +37,13 @@ batch=${BATCH:-64}
 seconds=${FIGURE_SECONDS:-15}
 step_timeout=${STEP_TIMEOUT:-150}
 deadline=$(( $(date +%s) + ${DEADLINE:-540} ))
+# The shape flags, the same for `trainer bench` and bench/imagebert_step.py.
 shapes=(--text-len "${TEXT_LEN:-44}" --regions "${REGIONS:-100}")
-torch_shapes=(--text-len "${TEXT_LEN:-44}" --regions "${REGIONS:-100}")
 pair_batch=256
 detector_batches=16,64
 if [ "${SMALL:-0}" = 1 ]; then
   model=mini batch=2 seconds=0 pair_batch=2 detector_batches=1
   shapes=(--text-len 5 --regions 3 --feature-dim 8 --classes 4)
-  torch_shapes=(--text-len 5 --regions 3 --feature-dim 8 --classes 4)
   torch_device=${TORCH_DEVICE:-cpu}
 fi
 card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
@@ -87,7 +86,7 @@ torch_step() {
   local label=$1 log=$2 precision=$3
   if "$python" -c 'import torch' 2>/dev/null; then
     run "$label" "$log" "$python" bench/imagebert_step.py --model "$model" --batch "$batch" \
-      "${torch_shapes[@]}" --warmup 3 --seconds "$seconds" --device "$torch_device" \
+      "${shapes[@]}" --warmup 3 --seconds "$seconds" --device "$torch_device" \
       --precision "$precision"
   else
     python3 -c 'import json,sys; print(json.dumps({"label": sys.argv[1], "status": "skipped: no torch in " + sys.argv[2], "json": None}))' \
