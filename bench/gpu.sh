@@ -2,9 +2,11 @@
 # The CUDA path in one invocation on a GPU host (issue 8): the ImageBERT pre-training step in Burn
 # (f32 and bf16, fusion on and off, cold and with the kernel cache present) beside the same model
 # and step in PyTorch on the same card (f32/TF32 and bf16 autocast), then retrieval scoring
-# (`trainer bench`, pairs/s) and `detector bench` (images/s). Prints one table last: what,
-# samples/s (pairs/s, images/s), ratio to PyTorch bf16 autocast, and cold start (process start
-# to first finished step) without and with the kernel cache.
+# (`trainer bench`, pairs/s, with Burn's fused attention operation and with explicit
+# matmul/softmax kernels) and `detector bench` (images/s). Prints one table last: what,
+# samples/s (pairs/s, images/s), ratio to PyTorch bf16 autocast (scoring: to explicit
+# attention), and cold start (process start to first finished step) without and with the
+# kernel cache.
 #
 #   bench/gpu.sh BIN_DIR [OUT_DIR]
 #
@@ -101,8 +103,14 @@ burn "Burn step f32, fusion, cache present" f32-cached.log "$bin/trainer" f32 "$
 torch_step "PyTorch step bf16 autocast" torch-bf16.log bf16
 torch_step "PyTorch step f32 (TF32)" torch-f32.log f32
 burn "Burn step bf16, fusion, cold" bf16-cold.log "$bin/trainer" bf16 "$out/cache-bf16" --same-batch
-run "Burn retrieval scoring f32" scoring.log "$bin/trainer" bench --models "$model" "${shapes[@]}" \
-  --skip-train --pair-batch "$pair_batch" --warmup 3 --seconds "$seconds" --kernel-cache "$out/cache-f32"
+# scoring LABEL LOG PRECISION ATTENTION: one `trainer bench` retrieval-scoring figure.
+scoring() {
+  run "$1" "$2" "$bin/trainer" bench --models "$model" "${shapes[@]}" --skip-train \
+    --pair-batch "$pair_batch" --warmup 3 --seconds "$seconds" --precision "$3" --attention "$4" \
+    --kernel-cache "$out/cache-$3" --kernel-log "$out/${2%.log}.kernels"
+}
+scoring "Burn retrieval scoring f32, fused attention" scoring-fused.log f32 fused
+scoring "Burn retrieval scoring f32, explicit attention" scoring-explicit.log f32 explicit
 run "detector bench CenterNet f32" detector.log "$bin/detector" --kernel-cache "$out/cache-detector" \
   bench --batch-sizes "$detector_batches" --seconds "$seconds"
 burn "Burn step f32, fusion, fresh masks every step" f32-fresh.log "$bin/trainer" f32 "$out/cache-f32"
@@ -111,6 +119,7 @@ if [ -x "$bin/trainer-without-fusion" ]; then
   burn "Burn step f32, no fusion, cold" f32-nofusion.log "$bin/trainer-without-fusion" f32 "$out/cache-nofusion" --same-batch
 fi
 burn "Burn step bf16, fusion, cache present" bf16-cached.log "$bin/trainer" bf16 "$out/cache-bf16" --same-batch
+scoring "Burn retrieval scoring bf16, fused attention" scoring-bf16.log bf16 fused
 
 python3 - "$jsonl" "$card" "$commit" "$model" "$batch" <<'PY'
 import json, sys
@@ -133,11 +142,14 @@ def figure(r):
         return j["images_per_second"], f"images/s (batch {j.get('batch_size')})", None
     return None, None, None
 
-anchor = figure(by_label.get("PyTorch step bf16 autocast", {"json": None, "status": ""}))[0]
+none = {"json": None, "status": ""}
+anchor = figure(by_label.get("PyTorch step bf16 autocast", none))[0]
+# Scoring's anchor: the same model with attention as separate matmul/softmax kernels.
+scoring_anchor = figure(by_label.get("Burn retrieval scoring f32, explicit attention", none))[0]
 cached = {"Burn step f32, fusion, cold": "Burn step f32, fusion, cache present",
           "Burn step bf16, fusion, cold": "Burn step bf16, fusion, cache present"}
 print(f"card: {card}; commit {commit}; model {model}, batch {batch}")
-print("| what | figure | unit | vs PyTorch bf16 | cold start s | cold start s, cache present | status |")
+print("| what | figure | unit | ratio (steps: to PyTorch bf16; scoring: to explicit attention f32) | cold start s | cold start s, cache present | status |")
 print("|---|---|---|---|---|---|---|")
 for r in rows:
     if r["label"] in cached.values():
@@ -146,7 +158,8 @@ for r in rows:
     warm_cold = None
     if r["label"] in cached and cached[r["label"]] in by_label:
         warm_cold = figure(by_label[cached[r["label"]]])[2]
-    ratio = f"{value / anchor:.2f}x" if value and anchor and unit == "samples/s" else "-"
+    base = {"samples/s": anchor, "pairs/s": scoring_anchor}.get(unit)
+    ratio = f"{value / base:.2f}x" if value and base else "-"
     fmt = lambda x, spec: format(x, spec) if x is not None else "-"
     print(f"| {r['label']} | {fmt(value, '.2f')} | {unit or '-'} | {ratio} | {fmt(cold, '.1f')} "
           f"| {fmt(warm_cold, '.1f')} | {r['status']} |")

@@ -43,6 +43,11 @@ pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
     "ndarray (CPU, f32)"
 };
 
+/// Whether [`Compute`] has a fused attention kernel behind `burn::tensor::module::attention`
+/// (CUDA: flash attention, autotuned against separate kernels). The CPU backend runs that
+/// operation as separate kernels with extra masking work, slower than plain matmul + softmax.
+pub const FUSED_ATTENTION: bool = cfg!(feature = "cuda-base");
+
 /// The device every stage uses: the first GPU with `cuda`, the CPU otherwise.
 pub fn default_device() -> Device<Compute> {
     Default::default()

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::batch::{FixedShapes, PretrainSample, PretrainTargets, build_shaped_pretrain_batch};
 use crate::data::Regions;
 use crate::losses::{LossWeights, pretrain_losses};
+use crate::model::bert::AttentionKernel;
 use crate::model::config::EncoderConfig;
 use crate::model::imagebert::{ImageBert, ImageBertConfig, ImageBertInput};
 use crate::objectives::MaskingConfig;
@@ -66,6 +67,12 @@ pub struct BenchArgs {
     /// builds (every tensor in that type, weights included: Burn has no autocast).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: backend::Precision,
+    /// How retrieval scoring computes attention: `fused` (Burn's attention operation, on CUDA an
+    /// autotuned flash-attention kernel), `explicit` (matmul, softmax, matmul) or `auto` (fused
+    /// on CUDA builds, explicit on the CPU). Training steps always take the explicit path (they
+    /// need its gradient and dropout).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub attention: AttentionKernel,
     /// Measure retrieval scoring only.
     #[arg(long, conflicts_with = "skip_scoring")]
     pub skip_train: bool,
@@ -190,6 +197,8 @@ pub struct BenchRow {
     pub model: String,
     /// The training backend's float precision.
     pub precision: String,
+    /// How scoring computed attention.
+    pub attention: AttentionKernel,
     /// Retrieval scoring's figures (absent with `--skip-scoring`).
     #[serde(flatten)]
     pub scoring: Option<ScoringFigures>,
@@ -342,6 +351,7 @@ pub fn bench_model<B: AutodiffBackend>(
     Ok(BenchRow {
         model: size.to_owned(),
         precision: args.precision.to_string(),
+        attention: args.attention,
         scoring,
         train,
     })
@@ -354,7 +364,7 @@ fn bench_scoring<B: Backend>(
     samples: &[PretrainSample],
     device: &B::Device,
 ) -> ScoringFigures {
-    let model = ImageBert::<B>::init(config, device);
+    let model = ImageBert::<B>::init(config, device).with_attention_kernel(args.attention);
     let set = RetrievalSet {
         detector: DetectorInfo {
             name: "synthetic".into(),
@@ -455,13 +465,18 @@ fn bench_training<B: AutodiffBackend>(
 /// The table `trainer bench` prints.
 pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
     let mut out = format!(
-        "device: {device}; {} text + {} regions of {}-d; pair batch {}, train batch {}{}\n\n\
+        "device: {device}; {} text + {} regions of {}-d; pair batch {} ({} attention), train batch {}{}\n\n\
          | model | precision | pairs/s | first call s | COCO 1k hours | COCO 5k hours | COCO 5k hours / UNITER's {UNITER_COCO_5K_HOURS} h on 8 V100 | COCO 5k --rerank 20 hours | train samples/s | step s | first step s | first step ends, s after start |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
         args.shapes.text_len,
         args.shapes.regions,
         args.shapes.feature_dim,
         args.pair_batch,
+        match args.attention {
+            AttentionKernel::Auto => "auto",
+            AttentionKernel::Fused => "fused",
+            AttentionKernel::Explicit => "explicit",
+        },
         args.train_batch,
         match (args.same_batch, args.fixed_shapes) {
             (true, _) => " (same batch every step)",
@@ -527,6 +542,7 @@ mod tests {
             seconds: 0.0,
             warmup: 1,
             precision: backend::Precision::F32,
+            attention: AttentionKernel::Auto,
             skip_train: false,
             skip_scoring: false,
             fixed_shapes: false,
@@ -560,6 +576,17 @@ mod tests {
             json["pairs_per_s"].is_number() && json["train_step_s"].is_number(),
             "{json}"
         );
+        assert_eq!(json["attention"], "auto", "{json}");
+        let mut fused = args.clone();
+        fused.attention = AttentionKernel::Fused;
+        fused.skip_train = true;
+        let rows = bench_models(&fused, started).unwrap();
+        let json = serde_json::to_value(&rows[0]).unwrap();
+        assert!(
+            json["attention"] == "fused" && json["pairs_per_s"].as_f64() > Some(0.0),
+            "{json}"
+        );
+        assert!(super::table(&rows, "cpu", &fused).contains("(fused attention)"));
         let mut huge = args.clone();
         huge.models = vec!["huge".into()];
         let err = bench_models(&huge, started).unwrap_err();

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use backend::Compute;
 use burn::tensor::{Int, Tensor, TensorData};
 use safetensors::SafeTensors;
-use trainer::model::bert::TextEncoder;
+use trainer::model::bert::{AttentionKernel, TextEncoder};
 use trainer::model::config::EncoderConfig;
 use trainer::model::hf::HfCheckpoint;
 use wordpiece::WordPiece;
@@ -73,22 +73,32 @@ fn text_forward_matches_huggingface_hidden_states_within_1e_4() {
         "the golden batch must contain padding"
     );
 
-    let states = model.hidden_states(ids, segments, mask);
-    assert_eq!(states.len(), 7);
-    for (layer, state) in states.into_iter().enumerate() {
-        let ours: Vec<f32> = state.into_data().to_vec().unwrap();
-        let theirs = f32_values(&reference, &format!("hidden_{layer}"));
-        assert_eq!(ours.len(), theirs.len());
-        // HuggingFace computes padded positions too; compare only real tokens, as users see them.
-        let hidden = 384;
-        let worst = ours
-            .chunks(hidden)
-            .zip(theirs.chunks(hidden))
-            .zip(&mask_values)
-            .filter(|(_, m)| **m == 1.0)
-            .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-            .fold(0.0f32, f32::max);
-        assert!(worst < 1e-4, "hidden_{layer}: max abs difference {worst:e}");
+    // Without autodiff `Fused` runs Burn's attention operation (a boolean padding mask);
+    // `Explicit` runs matmul + additive bias + softmax: both must match HuggingFace.
+    for kernel in [AttentionKernel::Fused, AttentionKernel::Explicit] {
+        let mut model = model.clone();
+        model.encoder.attention_kernel = kernel;
+        let states = model.hidden_states(ids.clone(), segments.clone(), mask.clone());
+        assert_eq!(states.len(), 7);
+        for (layer, state) in states.into_iter().enumerate() {
+            let ours: Vec<f32> = state.into_data().to_vec().unwrap();
+            let theirs = f32_values(&reference, &format!("hidden_{layer}"));
+            assert_eq!(ours.len(), theirs.len());
+            // HuggingFace computes padded positions too; compare only real tokens, as users
+            // see them.
+            let hidden = 384;
+            let worst = ours
+                .chunks(hidden)
+                .zip(theirs.chunks(hidden))
+                .zip(&mask_values)
+                .filter(|(_, m)| **m == 1.0)
+                .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                worst < 1e-4,
+                "{kernel:?} attention, hidden_{layer}: max abs difference {worst:e}"
+            );
+        }
     }
 }
 
@@ -157,19 +167,24 @@ fn imagebert_initialised_from_minilm_keeps_the_text_encoder_and_masked_regions_d
         region_boxes: Tensor::ones([batch, regions, 5], &device),
         region_mask: Tensor::zeros([batch, regions], &device),
     };
-    let hidden = model.encode(&input);
-    let text: Vec<f32> = hidden
-        .slice([0..batch, 0..text_len, 0..384])
-        .into_data()
-        .to_vec()
-        .unwrap();
-    let theirs = f32_values(&reference, "hidden_6");
-    let worst = text
-        .chunks(384)
-        .zip(theirs.chunks(384))
-        .zip(&mask_values)
-        .filter(|(_, m)| **m == 1.0)
-        .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-        .fold(0.0f32, f32::max);
-    assert!(worst < 1e-4, "max abs difference {worst:e}");
+    for kernel in [AttentionKernel::Fused, AttentionKernel::Explicit] {
+        let hidden = model.clone().with_attention_kernel(kernel).encode(&input);
+        let text: Vec<f32> = hidden
+            .slice([0..batch, 0..text_len, 0..384])
+            .into_data()
+            .to_vec()
+            .unwrap();
+        let theirs = f32_values(&reference, "hidden_6");
+        let worst = text
+            .chunks(384)
+            .zip(theirs.chunks(384))
+            .zip(&mask_values)
+            .filter(|(_, m)| **m == 1.0)
+            .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{kernel:?} attention: max abs difference {worst:e}"
+        );
+    }
 }

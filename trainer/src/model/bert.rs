@@ -8,7 +8,9 @@ use burn::nn::{
 };
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Bool, Int, Tensor};
 
 use super::config::EncoderConfig;
 
@@ -73,6 +75,66 @@ impl<B: Backend> TextEmbeddings<B> {
     }
 }
 
+/// How the encoder computes softmax(QKᵀ/√d)·V.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKernel {
+    /// `fused` where the build's backend has a fused kernel (CUDA), `explicit` otherwise.
+    #[default]
+    Auto,
+    /// Burn's attention operation whenever no gradient is taken (scoring, evaluation): on CUDA
+    /// an autotuned flash-attention kernel (no `[seq × seq]` score matrix in memory). Under
+    /// autodiff, where Burn 0.21 has no fused backward and attention-probability dropout is
+    /// needed, the explicit operations.
+    Fused,
+    /// Always the explicit operations: a batched matmul, the padding bias, softmax, dropout and
+    /// a second matmul.
+    Explicit,
+}
+
+impl AttentionKernel {
+    /// Whether attention over tensors on `device` runs Burn's attention operation.
+    fn runs_fused<B: Backend>(self, device: &B::Device) -> bool {
+        let fused = match self {
+            Self::Auto => backend::FUSED_ATTENTION,
+            Self::Fused => true,
+            Self::Explicit => false,
+        };
+        fused && !B::ad_enabled(device)
+    }
+}
+
+/// The padding mask in the two forms the attention paths take.
+#[derive(Debug, Clone)]
+struct KeyMask<B: Backend> {
+    /// `[batch, 1, 1, seq]` additive bias (0 or [`MASKED_BIAS`]), for the explicit path.
+    bias: Tensor<B, 4>,
+    /// `[batch, seq]` with `true` at padding keys, for Burn's attention operation.
+    padding: Tensor<B, 2, Bool>,
+}
+
+impl<B: Backend> KeyMask<B> {
+    /// From a `[batch, seq]` 1/0 mask (1 for real tokens).
+    fn new(mask: Tensor<B, 2>) -> Self {
+        let [batch, seq] = mask.dims();
+        Self {
+            bias: ((mask.clone().neg() + 1.0) * MASKED_BIAS).reshape([batch, 1, 1, seq]),
+            padding: mask.lower_elem(0.5),
+        }
+    }
+
+    /// `[batch, heads, seq, seq]` boolean mask (`true`: masked) for Burn's attention operation,
+    /// materialised: flash kernels read it by strides, and a broadcast view has zero strides.
+    fn for_heads(&self, heads: usize) -> Tensor<B, 4, Bool> {
+        let [batch, seq] = self.padding.dims();
+        self.padding
+            .clone()
+            .reshape([batch, 1, 1, seq])
+            .repeat_dim(1, heads)
+            .repeat_dim(2, seq)
+    }
+}
+
 /// Multi-head self-attention with its output projection, residual and LayerNorm.
 #[derive(Module, Debug)]
 pub struct SelfAttention<B: Backend> {
@@ -109,8 +171,8 @@ impl<B: Backend> SelfAttention<B> {
         }
     }
 
-    /// `x`: `[batch, seq, hidden]`; `bias`: `[batch, 1, 1, seq]` additive key mask.
-    fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
+    /// `x`: `[batch, seq, hidden]`; `mask`: which keys are padding.
+    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>, kernel: AttentionKernel) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head = hidden / self.num_heads;
         let split = |t: Tensor<B, 3>| {
@@ -120,12 +182,15 @@ impl<B: Backend> SelfAttention<B> {
         let q = split(linear_tokens(&self.query, x.clone()));
         let k = split(linear_tokens(&self.key, x.clone()));
         let v = split(linear_tokens(&self.value, x.clone()));
-        let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
-        let context = probs
-            .matmul(v)
-            .swap_dims(1, 2)
-            .reshape([batch, seq, hidden]);
+        let context = if kernel.runs_fused::<B>(&x.device()) {
+            // The default scale is 1/√head; without autodiff dropout is the identity.
+            let padding = Some(mask.for_heads(self.num_heads));
+            attention(q, k, v, padding, None, AttentionModuleOptions::default())
+        } else {
+            let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + mask.bias.clone();
+            self.dropout.forward(softmax(scores, 3)).matmul(v)
+        };
+        let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
         let out = self.dropout.forward(linear_tokens(&self.output, context));
         self.norm.forward(out + x)
     }
@@ -160,8 +225,8 @@ impl<B: Backend> EncoderLayer<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 3>, bias: Tensor<B, 4>) -> Tensor<B, 3> {
-        let x = self.attention.forward(x, bias);
+    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>, kernel: AttentionKernel) -> Tensor<B, 3> {
+        let x = self.attention.forward(x, mask, kernel);
         let ff = linear_tokens(
             &self.output,
             gelu(linear_tokens(&self.intermediate, x.clone())),
@@ -175,6 +240,9 @@ impl<B: Backend> EncoderLayer<B> {
 pub struct Encoder<B: Backend> {
     /// Layers, bottom first.
     pub layers: Vec<EncoderLayer<B>>,
+    /// How attention is computed (not saved: a run-time choice).
+    #[module(skip)]
+    pub attention_kernel: AttentionKernel,
 }
 
 impl<B: Backend> Encoder<B> {
@@ -184,18 +252,19 @@ impl<B: Backend> Encoder<B> {
             layers: (0..config.num_layers)
                 .map(|_| EncoderLayer::init(config, device))
                 .collect(),
+            attention_kernel: AttentionKernel::default(),
         }
     }
 
     /// Runs every layer; `mask` is `[batch, seq]`, 1 for real tokens and 0 for padding.
     /// Returns the input followed by each layer's output (HuggingFace's `hidden_states`).
     pub fn forward_all(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Vec<Tensor<B, 3>> {
-        let bias = attention_bias(mask);
+        let mask = KeyMask::new(mask);
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = x;
         for layer in &self.layers {
             states.push(x.clone());
-            x = layer.forward(x, bias.clone());
+            x = layer.forward(x, &mask, self.attention_kernel);
         }
         states.push(x);
         states
@@ -203,17 +272,11 @@ impl<B: Backend> Encoder<B> {
 
     /// Runs every layer and returns the last output.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
-        let bias = attention_bias(mask);
+        let mask = KeyMask::new(mask);
         self.layers
             .iter()
-            .fold(x, |x, layer| layer.forward(x, bias.clone()))
+            .fold(x, |x, layer| layer.forward(x, &mask, self.attention_kernel))
     }
-}
-
-/// `[batch, seq]` 1/0 mask -> `[batch, 1, 1, seq]` additive bias (0 or [`MASKED_BIAS`]).
-fn attention_bias<B: Backend>(mask: Tensor<B, 2>) -> Tensor<B, 4> {
-    let [batch, seq] = mask.dims();
-    ((mask.neg() + 1.0) * MASKED_BIAS).reshape([batch, 1, 1, seq])
 }
 
 /// BERT as a text encoder: embeddings + encoder (HuggingFace `BertModel` without the pooler).

@@ -12,7 +12,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
-use super::bert::{Encoder, EncoderLayer, SelfAttention, TextEmbeddings, TextEncoder};
+use super::bert::{
+    AttentionKernel, Encoder, EncoderLayer, SelfAttention, TextEmbeddings, TextEncoder,
+};
 use super::imagebert::{HeadTransform, ImageBert};
 
 /// A HuggingFace safetensors checkpoint held in memory.
@@ -225,6 +227,7 @@ impl HfCheckpoint {
                 .enumerate()
                 .map(|(i, layer)| self.layer(i, layer, device))
                 .collect::<Result<_>>()?,
+            attention_kernel: AttentionKernel::default(),
         })
     }
 

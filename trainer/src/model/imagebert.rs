@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::bert::{Encoder, TextEmbeddings, linear_tokens};
+use super::bert::{AttentionKernel, Encoder, TextEmbeddings, linear_tokens};
 use super::config::EncoderConfig;
 
 /// Segment id of text tokens.
@@ -166,6 +166,12 @@ impl<B: Backend> ImageBert<B> {
             pooler: LinearConfig::new(h, h).init(device),
             itm: LinearConfig::new(h, 1).init(device),
         }
+    }
+
+    /// The same model computing attention with `kernel`.
+    pub fn with_attention_kernel(mut self, kernel: AttentionKernel) -> Self {
+        self.encoder.attention_kernel = kernel;
+        self
     }
 
     /// Text-token embeddings `[batch, text_len, hidden]` of `[CLS] text [SEP]` ids (positions
