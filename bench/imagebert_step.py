@@ -83,10 +83,10 @@ class ImageBert(nn.Module):
         positions = torch.arange(text_len, device=device).unsqueeze(0)
         text = self.word(ids) + self.position(positions) + self.segment(torch.zeros_like(ids))
         text = self.dropout(self.text_norm(text))
-        # Every region shares one sequence position and the second segment.
-        image_extra = self.position(torch.full((1, 1), text_len, device=device)) + self.segment(
-            torch.ones(1, 1, dtype=torch.long, device=device)
-        )
+        # Every region shares one sequence position (0, as IMAGE_POSITION in the Rust model) and
+        # the second segment.
+        shared = torch.zeros((1, 1), dtype=torch.long, device=device)
+        image_extra = self.position(shared) + self.segment(shared + 1)
         image = self.feature(features) + self.location(boxes) + image_extra
         image = self.dropout(self.image_norm(image))
         hidden = self.encoder(

@@ -10,6 +10,7 @@
 //! and sets CubeCL's global configuration once, before the first kernel. The CPU backend
 //! compiles no kernels: the same flags parse there and change nothing.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// How hard CubeCL's autotuner searches for the fastest kernel of each shape class.
@@ -60,6 +61,26 @@ pub struct KernelOptions {
 }
 
 impl KernelOptions {
+    /// The flags that give a child process of the same binary these options.
+    pub fn as_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        if let Some(folder) = &self.kernel_cache {
+            args.extend(["--kernel-cache".into(), folder.into()]);
+        }
+        let effort = clap::ValueEnum::to_possible_value(&self.autotune)
+            .expect("every effort has a name")
+            .get_name()
+            .to_owned();
+        args.extend(["--autotune".into(), effort.into()]);
+        if let Some(log) = &self.kernel_log {
+            args.extend(["--kernel-log".into(), log.into()]);
+        }
+        if self.kernel_profile {
+            args.push("--kernel-profile".into());
+        }
+        args
+    }
+
     /// The cache folder these options choose, `None` when caching is off: `--kernel-cache` as
     /// given (`none` for off), else `kernel-cache` beside `executable` when it exists or can be
     /// made, else `imagebert/kernels` under `user_cache`.
@@ -181,6 +202,27 @@ mod tests {
         let off = parse(&["--kernel-cache", "none"]).unwrap();
         assert_eq!(off.cache_folder(Some(&executable), Some(&user)), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_child_given_as_args_parses_the_same_options() {
+        for given in [
+            &[][..],
+            &["--kernel-cache", "/x/cache", "--autotune", "full"],
+            &[
+                "--kernel-log",
+                "/x/k.log",
+                "--kernel-profile",
+                "--autotune",
+                "minimal",
+            ],
+        ] {
+            let options = parse(given).unwrap();
+            let args = options.as_args();
+            let args: Vec<&str> = args.iter().map(|a| a.to_str().unwrap()).collect();
+            let child = parse(&args).unwrap();
+            assert_eq!(format!("{child:?}"), format!("{options:?}"), "{given:?}");
+        }
     }
 
     #[test]

@@ -86,7 +86,10 @@ fn run(config: &std::path::Path) -> anyhow::Result<trainer::training::RunSummary
 }
 
 /// `trainer bench-scaling`: the parent measures every process count, a child one rank.
-fn bench_scaling(args: &trainer::scaling::ScalingArgs) -> anyhow::Result<()> {
+fn bench_scaling(
+    args: &trainer::scaling::ScalingArgs,
+    kernels: &backend::KernelOptions,
+) -> anyhow::Result<()> {
     let device = backend::default_device();
     if let Some(rank) = args.as_rank {
         let world = World {
@@ -97,7 +100,7 @@ fn bench_scaling(args: &trainer::scaling::ScalingArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
-    let rows = trainer::scaling::measure_all(args)?;
+    let rows = trainer::scaling::measure_all(args, kernels)?;
     let name = trainer::bench::device_name::<backend::Compute>(&device);
     print!("{}", trainer::scaling::table(args, &rows, &name)?);
     println!("{}", serde_json::json!({ "device": name, "rows": rows }));
@@ -135,7 +138,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Before the first tensor: where GPU kernels are cached, how hard they are tuned.
     cli.kernels.apply();
-    let command = cli.command;
+    let (command, kernels) = (cli.command, cli.kernels);
     // Burn's operations are issued from a compute-pool worker, which joins their parallel work.
     backend::on_compute_threads(move || match command {
         Command::Doctor(args) => backend::doctor(&args),
@@ -168,7 +171,7 @@ fn main() -> ExitCode {
             }
             Err(error) => failed(error),
         },
-        Command::BenchScaling(args) => match bench_scaling(&args) {
+        Command::BenchScaling(args) => match bench_scaling(&args, &kernels) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => failed(error),
         },

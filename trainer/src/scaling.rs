@@ -146,9 +146,12 @@ fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-/// Runs every process count from 1 to `--max-ranks` as child processes of this binary and
-/// returns the table's rows.
-pub fn measure_all(args: &ScalingArgs) -> Result<Vec<ScalingRow>> {
+/// Runs every process count from 1 to `--max-ranks` as child processes of this binary (with
+/// this process's `kernels` options) and returns the table's rows.
+pub fn measure_all(
+    args: &ScalingArgs,
+    kernels: &backend::KernelOptions,
+) -> Result<Vec<ScalingRow>> {
     ensure!(
         args.max_ranks >= 1 && args.batch >= 1 && args.steps >= 1,
         "--max-ranks, --batch and --steps must be positive"
@@ -160,6 +163,7 @@ pub fn measure_all(args: &ScalingArgs) -> Result<Vec<ScalingRow>> {
         let children = (0..ranks)
             .map(|rank| {
                 Command::new(&exe)
+                    .args(kernels.as_args())
                     .arg("bench-scaling")
                     .args(["--model", &args.model])
                     .args(["--batch", &args.batch.to_string()])
