@@ -53,6 +53,18 @@ fn f32_values(tensors: &SafeTensors, name: &str) -> Vec<f32> {
         .collect()
 }
 
+/// The largest absolute difference between two `[batch·seq, 384]` hidden states over the real
+/// tokens (`mask` 1): HuggingFace computes padded positions too, and users see only real ones.
+fn worst_real_token_difference(ours: &[f32], theirs: &[f32], mask: &[f32]) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    ours.chunks(384)
+        .zip(theirs.chunks(384))
+        .zip(mask)
+        .filter(|(_, m)| **m == 1.0)
+        .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .fold(0.0f32, f32::max)
+}
+
 #[test]
 fn text_forward_matches_huggingface_hidden_states_within_1e_4() {
     let bytes = std::fs::read(golden("minilm_hidden.safetensors")).unwrap();
@@ -84,16 +96,7 @@ fn text_forward_matches_huggingface_hidden_states_within_1e_4() {
             let ours: Vec<f32> = state.into_data().to_vec().unwrap();
             let theirs = f32_values(&reference, &format!("hidden_{layer}"));
             assert_eq!(ours.len(), theirs.len());
-            // HuggingFace computes padded positions too; compare only real tokens, as users
-            // see them.
-            let hidden = 384;
-            let worst = ours
-                .chunks(hidden)
-                .zip(theirs.chunks(hidden))
-                .zip(&mask_values)
-                .filter(|(_, m)| **m == 1.0)
-                .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-                .fold(0.0f32, f32::max);
+            let worst = worst_real_token_difference(&ours, &theirs, &mask_values);
             assert!(
                 worst < 1e-4,
                 "{kernel:?} attention, hidden_{layer}: max abs difference {worst:e}"
@@ -175,13 +178,7 @@ fn imagebert_initialised_from_minilm_keeps_the_text_encoder_and_masked_regions_d
             .to_vec()
             .unwrap();
         let theirs = f32_values(&reference, "hidden_6");
-        let worst = text
-            .chunks(384)
-            .zip(theirs.chunks(384))
-            .zip(&mask_values)
-            .filter(|(_, m)| **m == 1.0)
-            .flat_map(|((a, b), _)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
-            .fold(0.0f32, f32::max);
+        let worst = worst_real_token_difference(&text, &theirs, &mask_values);
         assert!(
             worst < 1e-4,
             "{kernel:?} attention: max abs difference {worst:e}"

@@ -104,34 +104,30 @@ impl AttentionKernel {
     }
 }
 
-/// The padding mask in the two forms the attention paths take.
+/// The padding mask in the form the chosen attention path takes, built once per forward pass.
 #[derive(Debug, Clone)]
-struct KeyMask<B: Backend> {
-    /// `[batch, 1, 1, seq]` additive bias (0 or [`MASKED_BIAS`]), for the explicit path.
-    bias: Tensor<B, 4>,
-    /// `[batch, seq]` with `true` at padding keys, for Burn's attention operation.
-    padding: Tensor<B, 2, Bool>,
+enum KeyMask<B: Backend> {
+    /// `[batch, 1, 1, seq]` additive bias (0 or [`MASKED_BIAS`]), for the explicit operations.
+    Bias(Tensor<B, 4>),
+    /// `[batch, heads, seq, seq]`, `true` at padding keys, for Burn's attention operation;
+    /// materialised, as flash kernels read it by strides and a broadcast view has zero strides.
+    Padding(Tensor<B, 4, Bool>),
 }
 
 impl<B: Backend> KeyMask<B> {
-    /// From a `[batch, seq]` 1/0 mask (1 for real tokens).
-    fn new(mask: Tensor<B, 2>) -> Self {
+    /// From a `[batch, seq]` 1/0 mask (1 for real tokens), for `heads` heads and `kernel`.
+    fn new(mask: Tensor<B, 2>, heads: usize, kernel: AttentionKernel) -> Self {
         let [batch, seq] = mask.dims();
-        Self {
-            bias: ((mask.clone().neg() + 1.0) * MASKED_BIAS).reshape([batch, 1, 1, seq]),
-            padding: mask.lower_elem(0.5),
+        if kernel.runs_fused::<B>(&mask.device()) {
+            Self::Padding(
+                mask.lower_elem(0.5)
+                    .reshape([batch, 1, 1, seq])
+                    .repeat_dim(1, heads)
+                    .repeat_dim(2, seq),
+            )
+        } else {
+            Self::Bias(((mask.neg() + 1.0) * MASKED_BIAS).reshape([batch, 1, 1, seq]))
         }
-    }
-
-    /// `[batch, heads, seq, seq]` boolean mask (`true`: masked) for Burn's attention operation,
-    /// materialised: flash kernels read it by strides, and a broadcast view has zero strides.
-    fn for_heads(&self, heads: usize) -> Tensor<B, 4, Bool> {
-        let [batch, seq] = self.padding.dims();
-        self.padding
-            .clone()
-            .reshape([batch, 1, 1, seq])
-            .repeat_dim(1, heads)
-            .repeat_dim(2, seq)
     }
 }
 
@@ -172,7 +168,7 @@ impl<B: Backend> SelfAttention<B> {
     }
 
     /// `x`: `[batch, seq, hidden]`; `mask`: which keys are padding.
-    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>, kernel: AttentionKernel) -> Tensor<B, 3> {
+    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>) -> Tensor<B, 3> {
         let [batch, seq, hidden] = x.dims();
         let head = hidden / self.num_heads;
         let split = |t: Tensor<B, 3>| {
@@ -182,13 +178,20 @@ impl<B: Backend> SelfAttention<B> {
         let q = split(linear_tokens(&self.query, x.clone()));
         let k = split(linear_tokens(&self.key, x.clone()));
         let v = split(linear_tokens(&self.value, x.clone()));
-        let context = if kernel.runs_fused::<B>(&x.device()) {
+        let context = match mask {
             // The default scale is 1/√head; without autodiff dropout is the identity.
-            let padding = Some(mask.for_heads(self.num_heads));
-            attention(q, k, v, padding, None, AttentionModuleOptions::default())
-        } else {
-            let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + mask.bias.clone();
-            self.dropout.forward(softmax(scores, 3)).matmul(v)
+            KeyMask::Padding(padding) => attention(
+                q,
+                k,
+                v,
+                Some(padding.clone()),
+                None,
+                AttentionModuleOptions::default(),
+            ),
+            KeyMask::Bias(bias) => {
+                let scores = q.matmul(k.swap_dims(2, 3)) / (head as f64).sqrt() + bias.clone();
+                self.dropout.forward(softmax(scores, 3)).matmul(v)
+            }
         };
         let context = context.swap_dims(1, 2).reshape([batch, seq, hidden]);
         let out = self.dropout.forward(linear_tokens(&self.output, context));
@@ -225,8 +228,8 @@ impl<B: Backend> EncoderLayer<B> {
         }
     }
 
-    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>, kernel: AttentionKernel) -> Tensor<B, 3> {
-        let x = self.attention.forward(x, mask, kernel);
+    fn forward(&self, x: Tensor<B, 3>, mask: &KeyMask<B>) -> Tensor<B, 3> {
+        let x = self.attention.forward(x, mask);
         let ff = linear_tokens(
             &self.output,
             gelu(linear_tokens(&self.intermediate, x.clone())),
@@ -259,12 +262,12 @@ impl<B: Backend> Encoder<B> {
     /// Runs every layer; `mask` is `[batch, seq]`, 1 for real tokens and 0 for padding.
     /// Returns the input followed by each layer's output (HuggingFace's `hidden_states`).
     pub fn forward_all(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Vec<Tensor<B, 3>> {
-        let mask = KeyMask::new(mask);
+        let mask = self.key_mask(mask);
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         let mut x = x;
         for layer in &self.layers {
             states.push(x.clone());
-            x = layer.forward(x, &mask, self.attention_kernel);
+            x = layer.forward(x, &mask);
         }
         states.push(x);
         states
@@ -272,10 +275,16 @@ impl<B: Backend> Encoder<B> {
 
     /// Runs every layer and returns the last output.
     pub fn forward(&self, x: Tensor<B, 3>, mask: Tensor<B, 2>) -> Tensor<B, 3> {
-        let mask = KeyMask::new(mask);
+        let mask = self.key_mask(mask);
         self.layers
             .iter()
-            .fold(x, |x, layer| layer.forward(x, &mask, self.attention_kernel))
+            .fold(x, |x, layer| layer.forward(x, &mask))
+    }
+
+    /// The padding mask every layer's attention takes.
+    fn key_mask(&self, mask: Tensor<B, 2>) -> KeyMask<B> {
+        let heads = self.layers.first().map_or(1, |l| l.attention.num_heads);
+        KeyMask::new(mask, heads, self.attention_kernel)
     }
 }
 
