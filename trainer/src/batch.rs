@@ -70,6 +70,15 @@ pub struct FixedShapes {
 impl FixedShapes {
     /// The chosen-list multiple of `train.fixed_shapes`.
     pub const CHOSEN_MULTIPLE: usize = 64;
+
+    /// Text padded to `text_len`, regions to `regions`, chosen lists to [`Self::CHOSEN_MULTIPLE`].
+    pub fn padded_to(text_len: usize, regions: usize) -> Self {
+        Self {
+            text_len,
+            regions,
+            chosen_multiple: Self::CHOSEN_MULTIPLE,
+        }
+    }
 }
 
 /// Builds one batch from `samples`: pairs rows for ITM, masks positive rows, pads text and regions

@@ -431,13 +431,11 @@ fn bench_training<B: AutodiffBackend>(
     let mut model = Some(ImageBert::<B>::init(config, device));
     let mut optimizer = FusedAdam::default().init::<B, ImageBert<B>>();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let shapes = args.fixed_shapes.then_some(FixedShapes {
-        text_len: args.shapes.text_len,
-        regions: args.shapes.regions,
-        chosen_multiple: FixedShapes::CHOSEN_MULTIPLE,
-    });
+    let fixed = args
+        .fixed_shapes
+        .then(|| FixedShapes::padded_to(args.shapes.text_len, args.shapes.regions));
     let built = |rng: &mut ChaCha8Rng| {
-        pretrain_batch::<B>(vocab, batch, &args.shapes, shapes.as_ref(), rng, device)
+        pretrain_batch::<B>(vocab, batch, &args.shapes, fixed.as_ref(), rng, device)
     };
     let same = args.same_batch.then(|| built(&mut rng));
     let timing = time_calls(args.seconds, args.warmup, || {
@@ -472,11 +470,9 @@ pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
         args.shapes.regions,
         args.shapes.feature_dim,
         args.pair_batch,
-        match args.attention {
-            AttentionKernel::Auto => "auto",
-            AttentionKernel::Fused => "fused",
-            AttentionKernel::Explicit => "explicit",
-        },
+        clap::ValueEnum::to_possible_value(&args.attention)
+            .expect("every attention kernel has a flag value")
+            .get_name(),
         args.train_batch,
         match (args.same_batch, args.fixed_shapes) {
             (true, _) => " (same batch every step)",

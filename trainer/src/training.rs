@@ -680,10 +680,8 @@ impl<B: AutodiffBackend> Task<B> for Pretrain<'_> {
         // Masks and ITM pairs of data rank `d` at step `s` come from `(seed, s, d)` alone.
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.data.seed);
         rng.set_stream(step * self.data_ranks as u64 + data_rank as u64);
-        let fixed = self.config.train.fixed_shapes.then_some(FixedShapes {
-            text_len: self.config.data.max_text_len,
-            regions: self.config.data.max_regions,
-            chosen_multiple: FixedShapes::CHOSEN_MULTIPLE,
+        let fixed = self.config.train.fixed_shapes.then(|| {
+            FixedShapes::padded_to(self.config.data.max_text_len, self.config.data.max_regions)
         });
         let (input, targets) = build_shaped_pretrain_batch::<B>(
             &samples,
