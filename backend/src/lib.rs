@@ -7,10 +7,12 @@
 //!   Burn's kernel fusion; `--features cuda-without-fusion`: the same without fusion.
 //!
 //! Model code stays generic over `B: Backend`; only binaries name [`Compute`] or [`Train`].
-//! [`FusedAdam`] is Burn's Adam in one pass per parameter on the CPU backend.
+//! [`FusedAdam`] is Burn's Adam in one pass per parameter on the CPU backend; [`nccl`] averages
+//! data-parallel gradients through NCCL on CUDA builds.
 
 mod adam;
 mod kernels;
+pub mod nccl;
 mod precision;
 
 pub use adam::FusedAdam;
@@ -22,6 +24,7 @@ use std::time::Instant;
 
 use burn::backend::Autodiff;
 use burn::tensor::Device;
+use burn::tensor::backend::{Backend, Device as _};
 use burn::tensor::{Tensor, TensorData};
 
 /// The backend used for inference (no gradients).
@@ -51,6 +54,23 @@ pub const FUSED_ATTENTION: bool = cfg!(feature = "cuda-base");
 /// The device every stage uses: the first GPU with `cuda`, the CPU otherwise.
 pub fn default_device() -> Device<Compute> {
     Default::default()
+}
+
+/// The device a process with node-local rank `local_rank` computes on: device `local_rank % n`
+/// of the `n` it sees. Eight ranks on a node with eight visible GPUs take one each; a rank that
+/// sees only its own GPU (one GPU per Kubernetes pod, `srun --gpus-per-task=1`) takes it. The
+/// CPU backend has one device.
+pub fn device_for_local_rank(local_rank: usize) -> Device<Compute> {
+    let mut id = default_device().to_id();
+    let count = Compute::device_count(id.type_id).max(1);
+    // Fewer than 2^16 devices: the remainder fits the id's index.
+    id.index_id = (local_rank % count) as u16;
+    Device::<Compute>::from_id(id)
+}
+
+/// The index of `device` among the devices of its kind this process sees (CUDA's ordinal).
+pub fn device_ordinal(device: &Device<Compute>) -> usize {
+    usize::from(device.to_id().index_id)
 }
 
 /// Runs `work` on a worker of a dedicated rayon pool (one thread per core, or `RAYON_NUM_THREADS`)
@@ -238,11 +258,29 @@ pub struct DoctorArgs {
     pub size: u16,
 }
 
-/// Runs `doctor`: prints the [`self_check`] report; fails when a result is off.
+/// Runs `doctor`: prints the [`self_check`] report and, on CUDA builds, a one-rank NCCL check
+/// ([`nccl::self_check`]; a missing libnccl is reported, not failed); fails when a result is off.
 pub fn doctor(args: &DoctorArgs) -> ExitCode {
     let check = self_check(usize::from(args.size));
     println!("{check}");
-    if check.passed() {
+    let mut passed = check.passed();
+    if cfg!(feature = "cuda-base") {
+        if !nccl::available() {
+            println!(
+                "nccl               not found (multi-GPU training needs it: a libnccl.so link on \
+                 LD_LIBRARY_PATH, docs/gpu.md)"
+            );
+        } else {
+            match nccl::self_check(device_ordinal(&default_device())) {
+                Ok(()) => println!("nccl               ok (a one-rank all-reduce)"),
+                Err(error) => {
+                    println!("nccl               FAILED: {error:#}");
+                    passed = false;
+                }
+            }
+        }
+    }
+    if passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -284,6 +322,15 @@ mod tests {
                 .expect("refused");
             assert!(err.to_string().contains("--size"), "{err}");
         }
+    }
+
+    #[cfg(not(feature = "cuda-base"))]
+    #[test]
+    fn every_local_rank_of_the_cpu_build_shares_its_one_device() {
+        for rank in [0, 1, 7] {
+            assert_eq!(device_for_local_rank(rank), default_device());
+        }
+        assert_eq!(device_ordinal(&default_device()), 0);
     }
 
     #[test]

@@ -460,6 +460,14 @@ fn bench_training<B: AutodiffBackend>(
     }
 }
 
+/// The command-line value that selects `value` (a flag's `clap::ValueEnum`).
+pub fn flag_value<T: clap::ValueEnum>(value: &T) -> String {
+    value
+        .to_possible_value()
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default()
+}
+
 /// The table `trainer bench` prints.
 pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
     let mut out = format!(
@@ -470,9 +478,7 @@ pub fn table(rows: &[BenchRow], device: &str, args: &BenchArgs) -> String {
         args.shapes.regions,
         args.shapes.feature_dim,
         args.pair_batch,
-        clap::ValueEnum::to_possible_value(&args.attention)
-            .expect("every attention kernel has a flag value")
-            .get_name(),
+        flag_value(&args.attention),
         args.train_batch,
         match (args.same_batch, args.fixed_shapes) {
             (true, _) => " (same batch every step)",

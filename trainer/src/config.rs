@@ -161,6 +161,11 @@ pub struct TrainSection {
     /// gives up: a peer that died or hangs ends every rank with an error (300).
     #[serde(default = "default_collective_timeout")]
     pub collective_timeout_s: u64,
+    /// What averages the gradients across processes ("auto"): "nccl" (CUDA builds, on each
+    /// process's GPU, inside and across nodes), "burn-collective" (host copies over TCP, any
+    /// build), or "auto": NCCL when every process can load libnccl, burn-collective otherwise.
+    #[serde(default)]
+    pub all_reduce: crate::distributed::GradientEngine,
     /// Steps between comparisons of the processes' weights (100; 0: only at checkpoints).
     /// Ranks that diverged stop the run with an error naming them.
     #[serde(default = "default_replica_check")]

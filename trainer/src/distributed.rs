@@ -23,11 +23,21 @@
 //!
 //! Rank 0 runs the orchestrator on the master port; rank `r` serves its tensors on
 //! `master port + 1 + r`, so several ranks can share one host.
+//!
+//! # Gradients through NCCL
+//!
+//! On CUDA builds the step's gradient mean goes through NCCL instead ([`GradientEngine`],
+//! `train.all_reduce`): the ranks first meet through burn-collective as above, rank 0 makes an
+//! NCCL id and shares it, and every rank joins an NCCL communicator on its own GPU
+//! ([`local_rank`] picks it). Everything else (weight comparisons, gathered state) stays on
+//! burn-collective. `auto` takes NCCL only when every rank can load it, so a job never mixes
+//! the two engines.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use backend::nccl::{self, NcclGroup};
 use burn::backend::NdArray;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
@@ -36,6 +46,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_collective::{
     AllReduceStrategy, CollectiveConfig, CollectiveError, PeerId, ReduceOperation,
 };
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The backend tensors cross the network on: host memory, whatever the training backend.
@@ -91,6 +102,55 @@ impl World {
             }
         }
         Ok(Self::SINGLE)
+    }
+}
+
+/// This process's rank among the processes on its node, which picks its GPU
+/// ([`backend::device_for_local_rank`]): `IMAGEBERT_LOCAL_RANK`, `SLURM_LOCALID` (srun) or
+/// `LOCAL_RANK`, first found; 0 without any (one process per node or per Kubernetes pod).
+pub fn local_rank(env: impl Fn(&str) -> Option<String>) -> Result<usize> {
+    for name in ["IMAGEBERT_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"] {
+        if let Some(value) = env(name) {
+            return value
+                .trim()
+                .parse()
+                .with_context(|| format!("{name}={value:?} is not a number"));
+        }
+    }
+    Ok(0)
+}
+
+/// Which engine averages the gradients of a data-parallel step (`train.all_reduce`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientEngine {
+    /// NCCL when every rank can load it (CUDA builds with libnccl), burn-collective otherwise.
+    #[default]
+    Auto,
+    /// burn-collective: host copies over WebSocket/TCP, any build.
+    BurnCollective,
+    /// NCCL on every rank's GPU; an error when a rank cannot load it.
+    Nccl,
+}
+
+impl GradientEngine {
+    /// Whether to use NCCL, given which ranks can load it (in rank order).
+    pub fn takes_nccl(self, ranks_with_nccl: &[bool]) -> Result<bool> {
+        let without: Vec<usize> = (0..ranks_with_nccl.len())
+            .filter(|&rank| !ranks_with_nccl[rank])
+            .collect();
+        Ok(match self {
+            GradientEngine::BurnCollective => false,
+            GradientEngine::Auto => without.is_empty(),
+            GradientEngine::Nccl => {
+                ensure!(
+                    without.is_empty(),
+                    "NCCL was asked for (train.all_reduce or --all-reduce), but ranks {without:?} \
+                     cannot load it (a CPU build, or no libnccl.so on LD_LIBRARY_PATH; docs/gpu.md)"
+                );
+                true
+            }
+        })
     }
 }
 
@@ -177,6 +237,8 @@ pub fn first_host(list: &str) -> Option<String> {
 pub struct Collective {
     world: World,
     timeout: Duration,
+    /// The gradient engine when it is NCCL (see [`Collective::with_gradient_engine`]).
+    nccl: Option<NcclGroup>,
 }
 
 impl Collective {
@@ -184,7 +246,11 @@ impl Collective {
     /// for all of them to arrive.
     pub fn join(world: World, rendezvous: &Rendezvous, timeout: Duration) -> Result<Self> {
         ensure!(world.size > 1, "a collective needs at least two ranks");
-        let collective = Collective { world, timeout };
+        let collective = Collective {
+            world,
+            timeout,
+            nccl: None,
+        };
         let port = rendezvous.data_port(world.rank)?;
         if world.rank == 0 {
             let master_port = rendezvous.master_port;
@@ -238,9 +304,50 @@ impl Collective {
         PeerId::from(0u32)
     }
 
-    /// The element-wise mean of every rank's `values` (all ranks pass the same length).
+    /// Chooses what [`Collective::mean`] runs on: NCCL on GPU `ordinal` or burn-collective, as
+    /// `engine` says and every rank's NCCL allows (all ranks call this together).
+    pub fn with_gradient_engine(mut self, engine: GradientEngine, ordinal: usize) -> Result<Self> {
+        let what = "finding which ranks can load NCCL";
+        let ranks_with_nccl: Vec<bool> = self
+            .gather_bytes(&[u8::from(nccl::available())], what)?
+            .iter()
+            .map(|flag| flag.as_slice() == [1])
+            .collect();
+        if engine.takes_nccl(&ranks_with_nccl)? {
+            let World { rank, size } = self.world;
+            let id = match rank {
+                0 => nccl::new_id()?.to_vec(),
+                _ => Vec::new(),
+            };
+            let shared = self.gather_bytes(&id, "sharing rank 0's NCCL id")?;
+            let id = <[u8; nccl::ID_BYTES]>::try_from(shared[0].as_slice())
+                .ok()
+                .context("rank 0 sent an NCCL id of the wrong length")?;
+            self.nccl = Some(NcclGroup::join(id, rank, size, ordinal, self.timeout)?);
+        }
+        tracing::info!(
+            rank = self.world.rank,
+            engine = ?self.gradient_engine(),
+            "gradient all-reduce"
+        );
+        Ok(self)
+    }
+
+    /// What [`Collective::mean`] runs on: NCCL or burn-collective.
+    pub fn gradient_engine(&self) -> GradientEngine {
+        match self.nccl {
+            Some(_) => GradientEngine::Nccl,
+            None => GradientEngine::BurnCollective,
+        }
+    }
+
+    /// The element-wise mean of every rank's `values` (all ranks pass the same length), through
+    /// the gradient engine.
     pub fn mean(&self, values: Vec<f32>, what: &str) -> Result<Vec<f32>> {
-        self.all_reduce(values, ReduceOperation::Mean, what)
+        match &self.nccl {
+            Some(group) => group.mean(values, what),
+            None => self.all_reduce(values, ReduceOperation::Mean, what),
+        }
     }
 
     /// Every rank's `bytes`, in rank order, on every rank.
@@ -565,5 +672,30 @@ mod tests {
         assert_eq!(first_host("x,y[1-2]").as_deref(), Some("x"));
         assert_eq!(first_host("gpu[012,020-021]").as_deref(), Some("gpu012"));
         assert_eq!(first_host(""), None);
+    }
+
+    #[test]
+    fn local_rank_comes_from_the_launcher() {
+        assert_eq!(local_rank(env(&[])).unwrap(), 0);
+        assert_eq!(local_rank(env(&[("SLURM_LOCALID", "5")])).unwrap(), 5);
+        assert_eq!(local_rank(env(&[("LOCAL_RANK", "2")])).unwrap(), 2);
+        let both = env(&[("IMAGEBERT_LOCAL_RANK", "1"), ("SLURM_LOCALID", "7")]);
+        assert_eq!(local_rank(both).unwrap(), 1);
+        let error = local_rank(env(&[("SLURM_LOCALID", "x")])).unwrap_err();
+        assert!(error.to_string().contains("SLURM_LOCALID"), "{error}");
+    }
+
+    #[test]
+    fn nccl_is_taken_only_when_every_rank_has_it() {
+        use GradientEngine::*;
+        assert!(Auto.takes_nccl(&[true, true]).unwrap());
+        assert!(!Auto.takes_nccl(&[true, false]).unwrap());
+        assert!(!BurnCollective.takes_nccl(&[true, true]).unwrap());
+        assert!(Nccl.takes_nccl(&[true, true]).unwrap());
+        let error = Nccl.takes_nccl(&[true, false, false]).unwrap_err();
+        assert!(
+            error.to_string().contains("ranks [1, 2] cannot load"),
+            "{error}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use trainer::config::RunConfig;
-use trainer::distributed::{Collective, Rendezvous, World};
+use trainer::distributed::{Collective, Rendezvous, World, local_rank};
 
 /// ImageBERT pretraining, fine-tuning and image-text retrieval evaluation for imagebert, on Burn (CPU by default, CUDA with --features cuda).
 #[derive(Parser)]
@@ -20,8 +20,9 @@ struct Cli {
 enum Command {
     /// Check that this build computes correctly on this machine: prints the compiled-in backend
     /// and device, multiplies two matrices and differentiates a small expression on the device,
-    /// compares both with host arithmetic, and reports first-call (compile) and warm timings.
-    /// Exits non-zero when a result is off.
+    /// compares both with host arithmetic, and reports first-call (compile) and warm timings;
+    /// CUDA builds also all-reduce through a one-rank NCCL communicator (a missing libnccl is
+    /// reported, not failed). Exits non-zero when a result is off.
     Doctor(backend::DoctorArgs),
     /// Run (or resume) one pre-training stage described by a TOML config: streams the shards in
     /// `data.dataset`, trains with MLM, MOC, MRFR and ITM, logs every step to
@@ -34,7 +35,10 @@ enum Command {
     /// IMAGEBERT_MASTER_ADDR:IMAGEBERT_MASTER_PORT (default: the first Slurm node, else
     /// 127.0.0.1; port 29500), and each is reached at IMAGEBERT_NODE_ADDR (default
     /// SLURMD_NODENAME) on master port + 1 + rank. Servers bind BURN_COMMUNICATION_BIND_HOST
-    /// (default 0.0.0.0). See deploy/README.md.
+    /// (default 0.0.0.0). Each rank computes on the GPU numbered (its local rank mod the GPUs it
+    /// sees), the local rank from IMAGEBERT_LOCAL_RANK, SLURM_LOCALID or LOCAL_RANK (default 0);
+    /// the gradients go through NCCL or burn-collective as train.all_reduce says. See
+    /// deploy/README.md.
     Run {
         /// The stage's config file (see trainer/configs/ for documented examples).
         #[arg(long)]
@@ -72,17 +76,17 @@ enum Command {
 fn run(config: &std::path::Path) -> anyhow::Result<trainer::training::RunSummary> {
     let config = RunConfig::load(config)?;
     let world = World::from_env()?;
+    let device = backend::device_for_local_rank(local_rank(|name| std::env::var(name).ok())?);
     let collective = if world.size > 1 {
         let timeout = std::time::Duration::from_secs(config.train.collective_timeout_s);
-        Some(Collective::join(world, &Rendezvous::from_env()?, timeout)?)
+        Some(
+            Collective::join(world, &Rendezvous::from_env()?, timeout)?
+                .with_gradient_engine(config.train.all_reduce, backend::device_ordinal(&device))?,
+        )
     } else {
         None
     };
-    trainer::training::run::<backend::Train>(
-        &config,
-        collective.as_ref(),
-        &backend::default_device(),
-    )
+    trainer::training::run::<backend::Train>(&config, collective.as_ref(), &device)
 }
 
 /// `trainer bench-scaling`: the parent measures every process count, a child one rank.
@@ -90,18 +94,24 @@ fn bench_scaling(
     args: &trainer::scaling::ScalingArgs,
     kernels: &backend::KernelOptions,
 ) -> anyhow::Result<()> {
-    let device = backend::default_device();
     if let Some(rank) = args.as_rank {
         let world = World {
             rank,
             size: args.world,
         };
-        let figures = trainer::scaling::measure_rank::<backend::Train>(args, world, &device)?;
+        // Every rank runs on this host: rank r takes the r-th GPU it sees.
+        let device = backend::device_for_local_rank(rank);
+        let figures = trainer::scaling::measure_rank::<backend::Train>(
+            args,
+            world,
+            &device,
+            backend::device_ordinal(&device),
+        )?;
         println!("{}", serde_json::to_string(&figures)?);
         return Ok(());
     }
     let rows = trainer::scaling::measure_all(args, kernels)?;
-    let name = trainer::bench::device_name::<backend::Compute>(&device);
+    let name = trainer::bench::device_name::<backend::Compute>(&backend::default_device());
     print!("{}", trainer::scaling::table(args, &rows, &name)?);
     println!("{}", serde_json::json!({ "device": name, "rows": rows }));
     Ok(())

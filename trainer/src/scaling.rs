@@ -18,9 +18,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::bench::{Shapes, pretrain_gradients};
+use crate::bench::{Shapes, flag_value, pretrain_gradients};
 use crate::distributed::{
-    Collective, Rendezvous, World, flatten_gradients, free_ports, gradients_from_flat,
+    Collective, GradientEngine, Rendezvous, World, flatten_gradients, free_ports,
+    gradients_from_flat,
 };
 use crate::model::imagebert::ImageBert;
 
@@ -45,6 +46,10 @@ pub struct ScalingArgs {
     /// The model size to estimate communication for.
     #[arg(long, default_value = "base")]
     pub estimate_model: String,
+    /// What averages the gradients (as `train.all_reduce`): auto, burn-collective or nccl.
+    /// NCCL needs a GPU per rank: rank r takes the r-th GPU this host shows.
+    #[arg(long, value_enum, default_value_t = GradientEngine::Auto)]
+    pub all_reduce: GradientEngine,
     /// The synthetic inputs' shapes.
     #[command(flatten)]
     pub shapes: Shapes,
@@ -68,6 +73,8 @@ pub struct RankFigures {
     pub allreduce_s: f64,
     /// Bytes of gradients all-reduced per step.
     pub gradient_bytes: usize,
+    /// What averaged the gradients (none alone).
+    pub engine: Option<GradientEngine>,
 }
 
 /// One row of the table: a process count.
@@ -86,13 +93,17 @@ pub struct ScalingRow {
     /// All-reduce bus bandwidth in GB/s: `2 (n - 1) / n × gradient bytes / all-reduce seconds`
     /// (what each rank sends in a ring all-reduce, per second).
     pub bus_gb_per_s: Option<f64>,
+    /// What averaged the gradients (rank 0's report; none alone).
+    pub engine: Option<GradientEngine>,
 }
 
-/// Measures one rank of a `world`-process run (called in the child processes).
+/// Measures one rank of a `world`-process run on `device` (GPU `ordinal`; called in the child
+/// processes).
 pub fn measure_rank<B: AutodiffBackend>(
     args: &ScalingArgs,
     world: World,
     device: &B::Device,
+    ordinal: usize,
 ) -> Result<RankFigures> {
     let collective = if world.size > 1 {
         let rendezvous = Rendezvous {
@@ -100,11 +111,10 @@ pub fn measure_rank<B: AutodiffBackend>(
             master_port: args.port,
             node_host: "127.0.0.1".into(),
         };
-        Some(Collective::join(
-            world,
-            &rendezvous,
-            Duration::from_secs(300),
-        )?)
+        Some(
+            Collective::join(world, &rendezvous, Duration::from_secs(300))?
+                .with_gradient_engine(args.all_reduce, ordinal)?,
+        )
     } else {
         None
     };
@@ -137,6 +147,7 @@ pub fn measure_rank<B: AutodiffBackend>(
         step_s: median(&steps[1..]),
         allreduce_s: median(&reduces[1..]),
         gradient_bytes,
+        engine: collective.as_ref().map(Collective::gradient_engine),
     })
 }
 
@@ -172,6 +183,8 @@ pub fn measure_all(
                     .args(["--regions", &args.shapes.regions.to_string()])
                     .args(["--feature-dim", &args.shapes.feature_dim.to_string()])
                     .args(["--classes", &args.shapes.classes.to_string()])
+                    .arg("--all-reduce")
+                    .arg(flag_value(&args.all_reduce))
                     .args(["--as-rank", &rank.to_string()])
                     .args(["--world", &ranks.to_string()])
                     .args(["--port", &port.to_string()])
@@ -208,6 +221,7 @@ pub fn measure_all(
             efficiency: samples_per_s / (ranks as f64 * alone),
             bus_gb_per_s: (ranks > 1)
                 .then(|| 2.0 * (ranks - 1) as f64 / ranks as f64 * bytes / allreduce_s / 1e9),
+            engine: figures[0].engine,
         });
     }
     Ok(rows)
@@ -218,16 +232,19 @@ pub fn measure_all(
 pub fn table(args: &ScalingArgs, rows: &[ScalingRow], device: &str) -> Result<String> {
     let mut out = format!(
         "device: {device}; model {}; {} samples per process of {} text + {} regions of {}-d\n\n\
-         | processes | step s | all-reduce s | samples/s | scaling efficiency | all-reduce bus GB/s |\n\
-         |---|---|---|---|---|---|\n",
+         | processes | step s | all-reduce s | all-reduce by | samples/s | scaling efficiency | all-reduce bus GB/s |\n\
+         |---|---|---|---|---|---|---|\n",
         args.model, args.batch, args.shapes.text_len, args.shapes.regions, args.shapes.feature_dim
     );
     for row in rows {
         out += &format!(
-            "| {} | {:.3} | {:.3} | {:.2} | {:.2} | {} |\n",
+            "| {} | {:.3} | {:.3} | {} | {:.2} | {:.2} | {} |\n",
             row.ranks,
             row.step_s,
             row.allreduce_s,
+            row.engine
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), flag_value),
             row.samples_per_s,
             row.efficiency,
             row.bus_gb_per_s

@@ -246,6 +246,39 @@ fn ranks_that_start_from_different_weights_are_refused() {
 }
 
 #[test]
+fn ranks_that_cannot_load_nccl_refuse_it_and_auto_falls_back_to_burn_collective() {
+    let job = tempfile::tempdir().unwrap();
+    let config = write_config(job.path(), 2, 1);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let with_engine = |engine: &str| {
+        text.replace(
+            "replica_check_every = 1",
+            &format!("replica_check_every = 1\nall_reduce = \"{engine}\""),
+        )
+    };
+    // This CPU build has no NCCL: asked for it, every rank stops before the first step.
+    std::fs::write(&config, with_engine("nccl")).unwrap();
+    let outputs = run_ranks(&[config.clone(), config.clone()]);
+    for (rank, out) in outputs.iter().enumerate() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "rank {rank} trained without NCCL");
+        assert!(
+            stderr.contains("ranks [0, 1] cannot load it"),
+            "rank {rank}: {stderr}"
+        );
+    }
+    assert!(!job.path().join("run/log.jsonl").exists());
+    // `auto` takes burn-collective and trains.
+    std::fs::write(&config, with_engine("auto")).unwrap();
+    let outputs = run_ranks(&[config.clone(), config]);
+    assert_success(&outputs);
+    for out in &outputs {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("BurnCollective"), "{stderr}");
+    }
+}
+
+#[test]
 fn a_stalled_rank_stops_the_others_at_the_deadline() {
     let job = tempfile::tempdir().unwrap();
     let config = write_config(job.path(), 200, 1);
