@@ -19,16 +19,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:?usage: bench/gpu-scaling.sh BIN_DIR [OUT_DIR]}
-out=${2:-bench/out/gpu-scaling}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+source bench/gpu-env.sh "${2:-bench/out/gpu-scaling}"
 jsonl="$out/gpu-scaling.jsonl"
 : >"$jsonl"
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-$CUDA_PATH/lib64}
-default_python=python3
-[ -x /opt/torch/.venv/bin/python ] && default_python=/opt/torch/.venv/bin/python
-python=${PYTHON:-$default_python}
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 model=${MODEL:-base}
 shapes=(--batch "${BATCH:-16}" --steps "${STEPS:-5}")
@@ -38,8 +31,6 @@ if [ "${SMALL:-0}" = 1 ]; then
 fi
 max_ranks=${MAX_RANKS:-$(( gpus > 2 ? gpus : 2 ))}
 step_timeout=${STEP_TIMEOUT:-240}
-card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
-card=${card:-"no NVIDIA GPU ($(nproc) CPU cores)"}
 
 # A libnccl.so for cudarc, linked from the newest libnccl.so.2 found, unless one loads already.
 if ! ldconfig -p 2>/dev/null | grep -q 'libnccl\.so '; then
@@ -88,7 +79,7 @@ fi
 for log in doctor.log scaling-burn-collective.log scaling-nccl.log; do
   [ -s "$out/$log" ] && { echo "## $log"; grep -v '^{' "$out/$log"; echo; }
 done
-python3 - "$jsonl" "$card" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$model" <<'PY'
+python3 - "$jsonl" "$card" "$commit" "$model" <<'PY'
 import json, sys
 path, card, commit, model = sys.argv[1:]
 print(f"card: {card}; commit {commit}; model {model}")

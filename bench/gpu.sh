@@ -23,16 +23,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:?usage: bench/gpu.sh BIN_DIR [OUT_DIR]}
-out=${2:-bench/out/gpu}
-mkdir -p "$out"
-out=$(cd "$out" && pwd)
+source bench/gpu-env.sh "${2:-bench/out/gpu}"
 jsonl="$out/gpu-bench.jsonl"
 : >"$jsonl"
-export CUDA_PATH=${CUDA_PATH:-/usr/local/cuda}
-export LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-$CUDA_PATH/lib64}
-default_python=python3
-[ -x /opt/torch/.venv/bin/python ] && default_python=/opt/torch/.venv/bin/python
-python=${PYTHON:-$default_python}
 torch_device=${TORCH_DEVICE:-cuda}
 model=${MODEL:-base}
 batch=${BATCH:-64}
@@ -48,9 +41,6 @@ if [ "${SMALL:-0}" = 1 ]; then
   shapes=(--text-len 5 --regions 3 --feature-dim 8 --classes 4)
   torch_device=${TORCH_DEVICE:-cpu}
 fi
-card=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)
-card=${card:-"no NVIDIA GPU ($(nproc) CPU cores)"}
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 # run LABEL LOG COMMAND...: runs one step under the step timeout unless the deadline has passed,
 # then appends {"label", "status", "json": <its last JSON line>} to the JSONL file.
