@@ -2,7 +2,8 @@
 //! and its gradient, the vectorized float32 `exp` and GELU against float64, reductions along
 //! any axis (split by lanes over the threads when large), dropout's Bernoulli masks drawn in
 //! parallel blocks, matmul reading transposed and permuted operands in place, and the exact
-//! reciprocal. On the CUDA build these run Burn's own kernels, so the checks hold there too.
+//! reciprocal, and reading a tensor's values out in row-major order whatever its layout and
+//! sharing. On the CUDA build these run Burn's own kernels, so the checks hold there too.
 
 use backend::{Compute, Train};
 use burn::tensor::activation::gelu;
@@ -520,4 +521,32 @@ fn reciprocal_is_exact_wherever_the_buffer_starts() {
             );
         }
     }
+}
+
+#[test]
+fn values_read_out_in_row_major_order_from_shared_and_strided_tensors() {
+    let device = Default::default();
+    let (d0, d1, d2) = (3, 4, 5);
+    let source: Vec<f32> = (0..d0 * d1 * d2).map(|i| i as f32).collect();
+    let tensor =
+        Tensor::<Compute, 3>::from_data(TensorData::new(source.clone(), [d0, d1, d2]), &device);
+    // Contiguous, owned and shared (a clone keeps the buffer alive): the same values.
+    assert_eq!(values(tensor.clone()), source);
+    let shared = tensor.clone();
+    assert_eq!(values(shared), source);
+    // Strided views: a permutation and a slice, read in their own row-major order.
+    let permuted = tensor.clone().permute([2, 0, 1]);
+    let expected: Vec<f32> = (0..d2)
+        .flat_map(|k| {
+            (0..d0).flat_map(move |i| (0..d1).map(move |j| (i * d1 * d2 + j * d2 + k) as f32))
+        })
+        .collect();
+    assert_eq!(values(permuted), expected);
+    let sliced = tensor.slice([0..d0, 1..3, 2..5]);
+    let expected: Vec<f32> = (0..d0)
+        .flat_map(|i| {
+            (1..3).flat_map(move |j| (2..5).map(move |k| (i * d1 * d2 + j * d2 + k) as f32))
+        })
+        .collect();
+    assert_eq!(values(sliced), expected);
 }

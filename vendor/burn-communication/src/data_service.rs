@@ -204,6 +204,11 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
         transfer_id: TensorTransferId,
     ) -> Option<bytes::Bytes> {
         loop {
+            // imagebert patch 13: listen before looking, so a tensor exposed between the look
+            // and the wait still wakes this request (`notify_waiters` wakes only listeners that
+            // exist when it is called; a request that started listening after the look waited
+            // for the next exposure, which the last transfer of an all-reduce never gets).
+            let notified = self.new_tensor_notify.notified();
             {
                 let mut exposed_tensors = self.exposed_tensors.lock().await;
                 // take the tensor out of the hashmap while we download
@@ -220,7 +225,7 @@ impl<B: Backend, P: Protocol> TensorDataService<B, P> {
                 }
             }
             // No matching tensor, wait for a new one to come in.
-            self.new_tensor_notify.notified().await;
+            notified.await;
         }
     }
 
