@@ -443,7 +443,14 @@ pub fn flatten_gradients<B: AutodiffBackend, M: Module<B>>(
     impl<B: AutodiffBackend> ModuleVisitor<B> for Flatten<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             match self.gradients.get::<B::InnerBackend, D>(param.id) {
-                Some(gradient) => self.values.extend(gradient.into_data().iter::<f32>()),
+                Some(gradient) => {
+                    let data = gradient.into_data();
+                    // f32 gradients are one slice; any other float type converts per element.
+                    match data.as_slice::<f32>() {
+                        Ok(values) => self.values.extend_from_slice(values),
+                        Err(_) => self.values.extend(data.iter::<f32>()),
+                    }
+                }
                 None => self
                     .values
                     .extend(std::iter::repeat_n(0.0, param.val().shape().num_elements())),
