@@ -82,19 +82,10 @@ impl NcclGroup {
 
     /// The element-wise mean of every rank's `values`.
     pub fn mean(&self, values: Vec<f32>, what: &str) -> Result<Vec<f32>> {
-        let length = values.len();
         self.requests
             .send(values)
             .map_err(|_| anyhow!("{}: the NCCL worker has stopped", self.who(what)))?;
-        let mean = self.reply(what)?;
-        if mean.len() != length {
-            bail!(
-                "{}: {} values came back for {length}",
-                self.who(what),
-                mean.len()
-            );
-        }
-        Ok(mean)
+        self.reply(what)
     }
 
     fn who(&self, what: &str) -> String {

@@ -307,13 +307,17 @@ impl Collective {
     /// Chooses what [`Collective::mean`] runs on: NCCL on GPU `ordinal` or burn-collective, as
     /// `engine` says and every rank's NCCL allows (all ranks call this together).
     pub fn with_gradient_engine(mut self, engine: GradientEngine, ordinal: usize) -> Result<Self> {
-        let what = "finding which ranks can load NCCL";
-        let ranks_with_nccl: Vec<bool> = self
-            .gather_bytes(&[u8::from(nccl::available())], what)?
-            .iter()
-            .map(|flag| flag.as_slice() == [1])
-            .collect();
-        if engine.takes_nccl(&ranks_with_nccl)? {
+        // burn-collective needs no answer from the other ranks.
+        let takes_nccl = engine != GradientEngine::BurnCollective && {
+            let what = "finding which ranks can load NCCL";
+            let ranks_with_nccl: Vec<bool> = self
+                .gather_bytes(&[u8::from(nccl::available())], what)?
+                .iter()
+                .map(|flag| flag.as_slice() == [1])
+                .collect();
+            engine.takes_nccl(&ranks_with_nccl)?
+        };
+        if takes_nccl {
             let World { rank, size } = self.world;
             let id = match rank {
                 0 => nccl::new_id()?.to_vec(),
