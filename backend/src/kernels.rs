@@ -1,4 +1,4 @@
-//! How the CUDA backend compiles and tunes its kernels: where compiled kernels and autotune
+//! How the GPU backends compile and tune their kernels: where compiled kernels and autotune
 //! results persist between processes, how hard autotuning searches, and where CubeCL logs its
 //! compilations, autotune runs and kernel timings.
 //!
@@ -33,7 +33,7 @@ pub struct KernelOptions {
     /// process that finds a kernel there skips its NVRTC compilation and autotuning. Default:
     /// `kernel-cache` beside the executable when that folder exists or can be made (so a copied
     /// or packaged binary carries its warm cache), else `imagebert/kernels` in the user's cache
-    /// folder. `none` turns both caches off. CUDA builds only.
+    /// folder. `none` turns both caches off. GPU builds only.
     #[arg(
         long,
         env = "IMAGEBERT_KERNEL_CACHE",
@@ -41,7 +41,7 @@ pub struct KernelOptions {
         global = true
     )]
     pub kernel_cache: Option<PathBuf>,
-    /// How hard autotuning searches for each matmul and reduction shape class. CUDA builds only.
+    /// How hard autotuning searches for each matmul and reduction shape class. GPU builds only.
     #[arg(
         long,
         env = "IMAGEBERT_AUTOTUNE",
@@ -51,11 +51,11 @@ pub struct KernelOptions {
     )]
     pub autotune: AutotuneEffort,
     /// Append CubeCL's log of kernel compilations (with their source) and autotune results to
-    /// this file; with --kernel-profile also every kernel's run time. CUDA builds only.
+    /// this file; with --kernel-profile also every kernel's run time. GPU builds only.
     #[arg(long, value_name = "FILE", global = true)]
     pub kernel_log: Option<PathBuf>,
     /// With --kernel-log: time every kernel launch and log a summary (slows the run: each
-    /// launch is timed on the device). CUDA builds only.
+    /// launch is timed on the device). GPU builds only.
     #[arg(long, requires = "kernel_log", global = true)]
     pub kernel_profile: bool,
 }
@@ -104,7 +104,7 @@ impl KernelOptions {
     /// made. Returns the cache folder in use (see [`KernelOptions::cache_folder`]). With the CPU
     /// backend it changes nothing and returns `None`.
     pub fn apply(&self) -> Option<PathBuf> {
-        #[cfg(feature = "cuda-base")]
+        #[cfg(feature = "cube")]
         {
             let executable = std::env::current_exe().ok();
             let user_cache = std::env::var_os("XDG_CACHE_HOME")
@@ -115,7 +115,7 @@ impl KernelOptions {
             tracing::info!(cache = ?folder, autotune = ?self.autotune, "GPU kernel options");
             folder
         }
-        #[cfg(not(feature = "cuda-base"))]
+        #[cfg(not(feature = "cube"))]
         {
             tracing::debug!("the CPU backend compiles no kernels: kernel options ignored");
             None
@@ -125,7 +125,7 @@ impl KernelOptions {
 
 /// CubeCL's configuration: its own (a `cubecl.toml` above the working folder, `CUBECL_*`
 /// variables) with `options` on top.
-#[cfg(feature = "cuda-base")]
+#[cfg(feature = "cube")]
 fn set_cubecl_config(options: &KernelOptions, cache: Option<&Path>) {
     use cubecl_runtime::config::autotune::{AutotuneLevel, AutotuneLogLevel};
     use cubecl_runtime::config::cache::CacheConfig;
@@ -233,7 +233,7 @@ mod tests {
         let error = parse(&["--autotune", "max"]).expect_err("refused");
         assert!(error.to_string().contains("--autotune"), "{error}");
         // The CPU backend changes nothing.
-        if cfg!(not(feature = "cuda-base")) {
+        if cfg!(not(feature = "cube")) {
             assert_eq!(options.apply(), None);
         }
     }

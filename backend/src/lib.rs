@@ -4,7 +4,10 @@
 //! * default build: [`burn::backend::NdArray`] on the CPU;
 //! * `--features cuda`: [`burn::backend::Cuda`] (burn 0.21 compiles its kernels with NVRTC at run
 //!   time, so the build needs no CUDA toolkit; the GPU host needs the driver and libnvrtc), with
-//!   Burn's kernel fusion; `--features cuda-without-fusion`: the same without fusion.
+//!   Burn's kernel fusion; `--features cuda-without-fusion`: the same without fusion;
+//! * `--features wgpu`: [`burn::backend::Wgpu`] (Vulkan, Metal, DirectX 12), with fusion. Its
+//!   kernels come from the same CubeCL code as CUDA's, so on a machine without a GPU, Mesa's
+//!   lavapipe Vulkan driver runs the GPU code path on the CPU (`scripts/test-wgpu`).
 //!
 //! Model code stays generic over `B: Backend`; only binaries name [`Compute`] or [`Train`].
 //! [`FusedAdam`] is Burn's Adam in one pass per parameter on the CPU backend; [`nccl`] averages
@@ -28,11 +31,14 @@ use burn::tensor::backend::{Backend, Device as _};
 use burn::tensor::{Tensor, TensorData};
 
 /// The backend used for inference (no gradients).
-#[cfg(not(feature = "cuda-base"))]
+#[cfg(not(feature = "cube"))]
 pub type Compute = burn::backend::NdArray<f32>;
 /// The backend used for inference (no gradients).
 #[cfg(feature = "cuda-base")]
 pub type Compute = burn::backend::Cuda<f32, i32>;
+/// The backend used for inference (no gradients).
+#[cfg(all(feature = "wgpu", not(feature = "cuda-base")))]
+pub type Compute = burn::backend::Wgpu<f32, i32>;
 
 /// The backend used for training: [`Compute`] with automatic differentiation.
 pub type Train = Autodiff<Compute>;
@@ -42,14 +48,16 @@ pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
     "cuda (burn-cuda 0.21, f32, fusion)"
 } else if cfg!(feature = "cuda-base") {
     "cuda (burn-cuda 0.21, f32, no fusion)"
+} else if cfg!(feature = "wgpu") {
+    "wgpu (burn-wgpu 0.21, f32, fusion)"
 } else {
     "ndarray (CPU, f32)"
 };
 
 /// Whether [`Compute`] has a fused attention kernel behind `burn::tensor::module::attention`
-/// (CUDA: flash attention, autotuned against separate kernels). The CPU backend runs that
-/// operation as separate kernels with extra masking work, slower than plain matmul + softmax.
-pub const FUSED_ATTENTION: bool = cfg!(feature = "cuda-base");
+/// (CubeCL backends: flash attention, autotuned against separate kernels). The CPU backend runs
+/// that operation as separate kernels with extra masking work, slower than plain matmul + softmax.
+pub const FUSED_ATTENTION: bool = cfg!(feature = "cube");
 
 /// The device every stage uses: the first GPU with `cuda`, the CPU otherwise.
 pub fn default_device() -> Device<Compute> {
@@ -324,7 +332,7 @@ mod tests {
         }
     }
 
-    #[cfg(not(feature = "cuda-base"))]
+    #[cfg(not(feature = "cube"))]
     #[test]
     fn every_local_rank_of_the_cpu_build_shares_its_one_device() {
         for rank in [0, 1, 7] {

@@ -5,10 +5,9 @@
 //! type parameter only gives the default's default. [`at_precision`] sets the device's float
 //! type and runs the same generic code on the backend type of that precision. The CPU backend
 //! has `f32` and `f64` (the latter proves the code reads tensors of any element type); the CUDA
-//! builds have `f32`, `bf16` and `f16`. Burn has no autocast: at `bf16` every tensor is `bf16`,
+//! builds have `f32`, `bf16` and `f16`; wgpu builds `f32`. Burn has no autocast: at `bf16` every tensor is `bf16`,
 //! master weights included.
 
-use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, DeviceError};
 use burn::tensor::{Element, FloatDType, get_device_settings, set_default_dtypes};
 
@@ -67,6 +66,8 @@ impl std::fmt::Display for PrecisionError {
             PrecisionError::Unsupported(precision) => {
                 let offered = if cfg!(feature = "cuda-base") {
                     "f32, bf16, f16"
+                } else if cfg!(feature = "cube") {
+                    "f32 (bf16 and f16 need a CUDA build)"
                 } else {
                     "f32, f64 (bf16 and f16 need a CUDA build)"
                 };
@@ -118,9 +119,9 @@ pub fn at_precision<W: AtPrecision>(
     precision: Precision,
     work: W,
 ) -> Result<W::Output, PrecisionError> {
-    #[cfg(not(feature = "cuda-base"))]
+    #[cfg(not(feature = "cube"))]
     {
-        use burn::backend::NdArray;
+        use burn::backend::{Autodiff, NdArray};
         match precision {
             Precision::F32 => run_at::<crate::Train, W>(work, precision, FloatDType::F32),
             Precision::F64 => run_at::<Autodiff<NdArray<f64>>, W>(work, precision, FloatDType::F64),
@@ -129,7 +130,7 @@ pub fn at_precision<W: AtPrecision>(
     }
     #[cfg(feature = "cuda-base")]
     {
-        use burn::backend::Cuda;
+        use burn::backend::{Autodiff, Cuda};
         use burn::tensor::{bf16, f16};
         match precision {
             Precision::F32 => run_at::<crate::Train, W>(work, precision, FloatDType::F32),
@@ -141,6 +142,11 @@ pub fn at_precision<W: AtPrecision>(
             }
             other => Err(PrecisionError::Unsupported(other)),
         }
+    }
+    #[cfg(all(feature = "cube", not(feature = "cuda-base")))]
+    match precision {
+        Precision::F32 => run_at::<crate::Train, W>(work, precision, FloatDType::F32),
+        other => Err(PrecisionError::Unsupported(other)),
     }
 }
 
@@ -164,22 +170,28 @@ mod tests {
         // The first call fixes the device at f32 for the rest of the process (if no other test
         // did before): another float type is then refused.
         assert_eq!(at_precision(Precision::F32, FloatType), Ok(DType::F32));
+        // A second float type the build offers (wgpu builds offer only f32).
         let other = if cfg!(feature = "cuda-base") {
-            Precision::Bf16
+            Some(Precision::Bf16)
+        } else if cfg!(feature = "cube") {
+            None
         } else {
-            Precision::F64
+            Some(Precision::F64)
         };
-        let taken = at_precision(other, FloatType).unwrap_err();
-        assert!(
-            taken.to_string().contains("already uses the device at F32"),
-            "{taken}"
-        );
+        if let Some(other) = other {
+            let taken = at_precision(other, FloatType).unwrap_err();
+            assert!(
+                taken.to_string().contains("already uses the device at F32"),
+                "{taken}"
+            );
+        }
         if cfg!(not(feature = "cuda-base")) {
             let refused = at_precision(Precision::Bf16, FloatType).unwrap_err();
+            let backend = crate::BACKEND_NAME.split(' ').next().unwrap();
             assert!(
                 refused
                     .to_string()
-                    .contains("bf16 is not available on ndarray"),
+                    .contains(&format!("bf16 is not available on {backend}")),
                 "{refused}"
             );
         }

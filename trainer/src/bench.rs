@@ -67,9 +67,9 @@ pub struct BenchArgs {
     /// builds (every tensor in that type, weights included: Burn has no autocast).
     #[arg(long, value_enum, default_value = "f32")]
     pub precision: backend::Precision,
-    /// How retrieval scoring computes attention: `fused` (Burn's attention operation, on CUDA an
-    /// autotuned flash-attention kernel), `explicit` (matmul, softmax, matmul) or `auto` (fused
-    /// on CUDA builds, explicit on the CPU). Training steps always take the explicit path (they
+    /// How retrieval scoring computes attention: `fused` (Burn's attention operation, on GPU
+    /// builds an autotuned flash-attention kernel), `explicit` (matmul, softmax, matmul) or
+    /// `auto` (fused on GPU builds, explicit on the CPU). Training steps always take the explicit path (they
     /// need its gradient and dropout).
     #[arg(long, value_enum, default_value = "auto")]
     pub attention: AttentionKernel,

@@ -50,8 +50,17 @@ fn bench(extra: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Whether this build runs on a GPU backend (CUDA or wgpu), whose float types exclude f64.
+const GPU: bool = cfg!(any(
+    feature = "cuda",
+    feature = "cuda-without-fusion",
+    feature = "wgpu"
+));
+
 #[test]
 fn bench_times_the_cold_start_of_a_step_at_the_precision_asked_for() {
+    // A precision other than the default where the build has one (f64 on the CPU).
+    let precision = if GPU { "f32" } else { "f64" };
     let started = std::time::Instant::now();
     // The GPU kernel flags parse on every build (the CPU backend ignores them).
     let (ok, stdout, stderr) = bench(&[
@@ -60,7 +69,7 @@ fn bench_times_the_cold_start_of_a_step_at_the_precision_asked_for() {
         "--warmup",
         "2",
         "--precision",
-        "f64",
+        precision,
         "--kernel-cache",
         "none",
         "--autotune",
@@ -68,11 +77,14 @@ fn bench_times_the_cold_start_of_a_step_at_the_precision_asked_for() {
     ]);
     let wall = started.elapsed().as_secs_f64();
     assert!(ok, "{stdout}{stderr}");
-    assert!(stdout.contains("| mini | f64 | - |"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("| mini | {precision} | - |")),
+        "{stdout}"
+    );
     let json: serde_json::Value =
         serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON");
     let row = &json["rows"][0];
-    assert_eq!(row["precision"], "f64", "{json}");
+    assert_eq!(row["precision"], precision, "{json}");
     assert!(row.get("pairs_per_s").is_none(), "{json}");
     let after_start = row["train_first_step_after_start_s"]
         .as_f64()
@@ -90,8 +102,7 @@ fn bench_times_the_cold_start_of_a_step_at_the_precision_asked_for() {
 
 #[test]
 fn bench_refuses_a_precision_the_backend_lacks() {
-    let gpu = cfg!(any(feature = "cuda", feature = "cuda-without-fusion"));
-    let wanted = if gpu { "f64" } else { "bf16" };
+    let wanted = if GPU { "f64" } else { "bf16" };
     let (ok, stdout, stderr) = bench(&["--skip-scoring", "--precision", wanted]);
     assert!(!ok, "{stdout}");
     assert!(

@@ -79,11 +79,11 @@ impl<B: Backend> TextEmbeddings<B> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionKernel {
-    /// `fused` where the build's backend has a fused kernel (CUDA), `explicit` otherwise.
+    /// `fused` where the build's backend has a fused kernel (CUDA, wgpu), `explicit` otherwise.
     #[default]
     Auto,
-    /// Burn's attention operation whenever no gradient is taken (scoring, evaluation): on CUDA
-    /// an autotuned flash-attention kernel (no `[seq × seq]` score matrix in memory). Under
+    /// Burn's attention operation whenever no gradient is taken (scoring, evaluation): on GPU
+    /// builds an autotuned flash-attention kernel (no `[seq × seq]` score matrix in memory). Under
     /// autodiff, where Burn 0.21 has no fused backward and attention-probability dropout is
     /// needed, the explicit operations.
     Fused,
