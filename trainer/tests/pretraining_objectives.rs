@@ -143,8 +143,12 @@ fn negatives_get_no_masked_loss_and_moc_targets_are_the_detector_labels() {
         &device,
     );
     // Every real region is chosen, in order, and its MOC label is the detector's class.
-    let labels: Vec<i64> = targets.moc_labels.clone().into_data().to_vec().unwrap();
-    let chosen: Vec<i64> = targets.chosen.regions.clone().into_data().to_vec().unwrap();
+    // Read as i64 whatever the backend's integer type (i64 on the CPU, i32 on GPUs).
+    let ints = |t: Tensor<Compute, 1, Int>| -> Vec<i64> {
+        t.into_data().convert::<i64>().to_vec().unwrap()
+    };
+    let labels = ints(targets.moc_labels.clone());
+    let chosen = ints(targets.chosen.regions.clone());
     let regions = input.region_mask.dims()[1];
     let expected: Vec<(i64, i64)> = samples
         .iter()
