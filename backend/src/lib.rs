@@ -59,7 +59,8 @@ pub const BACKEND_NAME: &str = if cfg!(feature = "cuda") {
 /// that operation as separate kernels with extra masking work, slower than plain matmul + softmax.
 pub const FUSED_ATTENTION: bool = cfg!(feature = "cube");
 
-/// The device every stage uses: the first GPU with `cuda`, the CPU otherwise.
+/// The device every stage uses: the first GPU on CUDA builds, the GPU wgpu picks first on wgpu
+/// builds, the CPU otherwise.
 pub fn default_device() -> Device<Compute> {
     Default::default()
 }
@@ -129,7 +130,8 @@ impl SelfCheck {
     /// Tolerance for both errors. On the CPU, float32 accumulation over `size` terms of values in
     /// [-1, 1] stays far below `1e-5 * size`. On CUDA, burn's float32 matmul may run on tensor
     /// cores in TF32 (10-bit mantissa): measured on an H100, 6.1e-3 at size 256, so the bound is
-    /// `2e-3 * sqrt(size)`, still hundreds of times below the error of a broken kernel (~sqrt(size)/3).
+    /// `2e-3 * sqrt(size)`, still hundreds of times below the error of a broken kernel
+    /// (~sqrt(size)/3).
     pub fn tolerance(&self) -> f64 {
         if cfg!(feature = "cuda-base") {
             2e-3 * (self.size as f64).sqrt()

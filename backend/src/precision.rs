@@ -5,8 +5,8 @@
 //! type parameter only gives the default's default. [`at_precision`] sets the device's float
 //! type and runs the same generic code on the backend type of that precision. The CPU backend
 //! has `f32` and `f64` (the latter proves the code reads tensors of any element type); the CUDA
-//! builds have `f32`, `bf16` and `f16`; wgpu builds `f32`. Burn has no autocast: at `bf16` every tensor is `bf16`,
-//! master weights included.
+//! builds have `f32`, `bf16` and `f16`; wgpu builds `f32`. Burn has no autocast: at `bf16` every
+//! tensor is `bf16`, master weights included.
 
 use burn::tensor::backend::{AutodiffBackend, DeviceError};
 use burn::tensor::{Element, FloatDType, get_device_settings, set_default_dtypes};
