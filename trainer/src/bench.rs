@@ -597,7 +597,7 @@ mod tests {
 
     #[test]
     fn the_step_alone_on_one_fixed_batch() {
-        // Another precision needs a process of its own (tests/doctor_and_bench_cli.rs).
+        // Another precision needs a process of its own (tests/integration/doctor_and_bench_cli.rs).
         let mut args = tiny_args();
         args.skip_scoring = true;
         args.same_batch = true;

@@ -6,7 +6,7 @@
 //! greedy longest-match WordPiece with `##` continuations, `[UNK]` for unknown or overlong words).
 //!
 //! Tested against the HuggingFace tokenizer's output on the real alt texts of the Common Crawl
-//! fixtures (`trainer/tests/minilm_parity.rs`).
+//! fixtures (`trainer/tests/integration/minilm_parity.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;

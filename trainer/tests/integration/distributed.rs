@@ -4,13 +4,11 @@
 //! micro-batches, a killed rank makes the others fail fast, a stalled one makes them fail at
 //! the deadline, and the restarted job resumes to the same weights.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{config_text, losses, trainer, weights, write_dataset};
+use crate::common::{config_text, losses, trainer, weights, write_dataset};
 use trainer::distributed::free_ports;
 
 /// Seconds a rank waits for its peers in the tests.

@@ -2,13 +2,11 @@
 //! the same final weights and the same loss log as a run that was never interrupted; and
 //! `train.fixed_shapes` pads the batches without changing the losses (dropout aside).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{config_text, losses, trainer, weights, write_dataset};
+use crate::common::{config_text, losses, trainer, weights, write_dataset};
 
 const STEPS: usize = 200;
 
